@@ -1,0 +1,26 @@
+//! ringkv's pure core.
+//!
+//! Everything in this crate is deterministic code with no sockets, no clocks and no disks: callers
+//! pass in the time (`now_ms`) and the node's identity, and get back data. That is what lets the
+//! same code run in the server, in property tests and (later) in a deterministic simulator.
+//!
+//! - [`version`]: the seed's "inconsistency resolution": vector clocks kept as dotted version
+//!   vectors, sibling sets, and the opaque causal context handed to clients.
+//! - [`consistency`]: per-request `r` and `w` levels.
+//! - [`keys`]: key hashing, partitions of the ring, and the storage key layout.
+//! - [`limits`]: the data model's bounds (key and value size, siblings, clock entries).
+//! - [`node_id`]: the name of a node as it appears in clocks and membership.
+
+pub mod consistency;
+pub mod keys;
+pub mod limits;
+pub mod node_id;
+pub mod version;
+
+pub use consistency::{Consistency, ConsistencyError};
+pub use keys::{KeyHash, PartitionId};
+pub use limits::{LimitError, Limits};
+pub use node_id::{InvalidNodeId, NodeId};
+pub use version::{
+    Causality, ClockEntry, Context, ContextError, Dot, SiblingSet, Version, VersionVector,
+};

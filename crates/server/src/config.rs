@@ -1,0 +1,299 @@
+//! The server's one typed configuration: defaults in one place, every field documented.
+//!
+//! Layering (DESIGN.md): built-in defaults, then the TOML file given with `--config`, then
+//! `RINGKV_*` environment variables, then flags. The binary's clap layer resolves "flag or
+//! environment" into one optional value per field (clap's `env` support gives flags precedence),
+//! and [`Config::apply`] lays those over the file, so the order holds without a second parser.
+//! A commented example lives in `config/ringkv.toml`.
+
+use ringkv_core::{Limits, NodeId};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How a write is made durable before it is acknowledged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityMode {
+    /// fsync before the ack; concurrent writers share fsyncs (group commit).
+    Sync,
+    /// ack once in the commit log's buffer; fsync every `sync_interval_ms`.
+    Periodic,
+}
+
+impl std::str::FromStr for DurabilityMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "sync" => Ok(DurabilityMode::Sync),
+            "periodic" => Ok(DurabilityMode::Periodic),
+            other => Err(format!("durability must be sync or periodic, not {other:?}")),
+        }
+    }
+}
+
+/// Everything a node needs to start. Field names are the TOML keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the node keeps its data (created if missing).
+    pub data_dir: PathBuf,
+    /// Redis protocol listener.
+    pub resp_addr: String,
+    /// HTTP API, `/metrics` and `/healthz` listener.
+    pub http_addr: String,
+    /// Peer traffic (internal RPC and gossip) listener.
+    pub peer_addr: String,
+    /// This node's id; generated once and stored in the data directory when not given.
+    pub node_id: Option<String>,
+    /// Peers to join through (`host:port` of their peer listener).
+    pub seeds: Vec<String>,
+    /// Data center and rack, for replica placement.
+    pub dc: String,
+    pub rack: String,
+    /// Relative capacity: a node of weight 2 holds twice the partitions of a node of weight 1.
+    pub weight: u32,
+    pub durability: DurabilityMode,
+    /// fsync period in `periodic` mode.
+    pub sync_interval_ms: u64,
+    /// Shared secret that peers prove knowledge of when they connect.
+    pub cluster_secret: Option<String>,
+    /// Password for clients (RESP `AUTH`, HTTP `Authorization: Bearer`); none = open.
+    pub password: Option<String>,
+    /// Replicas per key, and the default write and read quorums.
+    pub n: usize,
+    pub w: usize,
+    pub r: usize,
+    /// Partitions of the ring (a power of two), fixed at cluster creation.
+    pub partitions: u32,
+    pub max_key_bytes: usize,
+    pub max_value_bytes: usize,
+    pub max_siblings: usize,
+    pub sibling_warn: usize,
+    pub max_clock_entries: usize,
+    /// Client connections accepted at once, per API; past it new ones are refused.
+    pub max_connections: usize,
+    /// Replies a RESP client may leave unread before it is disconnected, in bytes.
+    pub max_client_output_bytes: usize,
+    /// Seconds a client connection may sit idle (0 = forever, as Redis's `timeout 0`).
+    pub client_idle_timeout_secs: u64,
+    /// LSM block cache.
+    pub cache_bytes: u64,
+    /// Writes are refused, before any ack, when the data directory's disk has less free space.
+    pub min_free_bytes: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let limits = Limits::default();
+        Config {
+            data_dir: PathBuf::from("./ringkv-data"),
+            resp_addr: "127.0.0.1:7379".into(),
+            http_addr: "127.0.0.1:7380".into(),
+            peer_addr: "127.0.0.1:7381".into(),
+            node_id: None,
+            seeds: Vec::new(),
+            dc: "dc1".into(),
+            rack: "rack1".into(),
+            weight: 1,
+            durability: DurabilityMode::Sync,
+            sync_interval_ms: 10,
+            cluster_secret: None,
+            password: None,
+            n: 3,
+            w: 2,
+            r: 2,
+            partitions: ringkv_core::keys::DEFAULT_PARTITIONS,
+            max_key_bytes: limits.max_key_bytes,
+            max_value_bytes: limits.max_value_bytes,
+            max_siblings: limits.max_siblings,
+            sibling_warn: limits.sibling_warn,
+            max_clock_entries: limits.max_clock_entries,
+            max_connections: 4096,
+            max_client_output_bytes: 64 * 1024 * 1024,
+            client_idle_timeout_secs: 0,
+            cache_bytes: 64 * 1024 * 1024,
+            min_free_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// A configuration that cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// Values that beat the file: flags, or their `RINGKV_*` variables. `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub data_dir: Option<PathBuf>,
+    pub resp_addr: Option<String>,
+    pub http_addr: Option<String>,
+    pub peer_addr: Option<String>,
+    pub node_id: Option<String>,
+    pub seeds: Option<Vec<String>>,
+    pub dc: Option<String>,
+    pub rack: Option<String>,
+    pub weight: Option<u32>,
+    pub durability: Option<DurabilityMode>,
+    pub sync_interval_ms: Option<u64>,
+    pub cluster_secret: Option<String>,
+    pub password: Option<String>,
+    pub n: Option<usize>,
+    pub w: Option<usize>,
+    pub r: Option<usize>,
+    pub partitions: Option<u32>,
+    pub max_value_bytes: Option<usize>,
+    pub max_connections: Option<usize>,
+}
+
+impl Config {
+    /// Defaults, then the file (when given).
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = file else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Lays flags and environment over this config.
+    pub fn apply(&mut self, o: Overrides) {
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = o.$field { self.$field = v; } )* };
+        }
+        set!(
+            data_dir, resp_addr, http_addr, peer_addr, seeds, dc, rack, weight, durability,
+            sync_interval_ms, n, w, r, partitions, max_value_bytes, max_connections
+        );
+        if o.node_id.is_some() {
+            self.node_id = o.node_id;
+        }
+        if o.cluster_secret.is_some() {
+            self.cluster_secret = o.cluster_secret;
+        }
+        if o.password.is_some() {
+            self.password = o.password;
+        }
+    }
+
+    /// Checks what a file or flag could get wrong, with a message that names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if let Some(id) = &self.node_id {
+            NodeId::new(id.clone()).map_err(|e| ConfigError::Invalid(e.to_string()))?;
+        }
+        if !self.partitions.is_power_of_two() || self.partitions > 1 << 20 {
+            return bad(format!(
+                "partitions must be a power of two up to 1048576, not {}",
+                self.partitions
+            ));
+        }
+        if self.n == 0 || self.w == 0 || self.r == 0 || self.w > self.n || self.r > self.n {
+            return bad(format!(
+                "need 1 <= w <= n and 1 <= r <= n (n={}, w={}, r={})",
+                self.n, self.w, self.r
+            ));
+        }
+        if self.max_value_bytes == 0 || self.max_value_bytes > ringkv_core::limits::MAX_VALUE_LIMIT
+        {
+            return bad(format!(
+                "max_value_bytes must be 1..={} (1 MiB), not {}",
+                ringkv_core::limits::MAX_VALUE_LIMIT,
+                self.max_value_bytes
+            ));
+        }
+        if self.max_key_bytes == 0 || self.max_key_bytes > 64 * 1024 {
+            return bad(format!(
+                "max_key_bytes must be 1..=65536, not {}",
+                self.max_key_bytes
+            ));
+        }
+        if self.max_siblings == 0 || self.sibling_warn > self.max_siblings {
+            return bad("need 1 <= sibling_warn <= max_siblings".into());
+        }
+        if self.max_clock_entries < 1 {
+            return bad("max_clock_entries must be at least 1".into());
+        }
+        if self.weight == 0 {
+            return bad("weight must be at least 1".into());
+        }
+        if self.max_connections == 0 {
+            return bad("max_connections must be at least 1".into());
+        }
+        if self.durability == DurabilityMode::Periodic && self.sync_interval_ms == 0 {
+            return bad("sync_interval_ms must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    pub fn limits(&self) -> Limits {
+        Limits {
+            max_key_bytes: self.max_key_bytes,
+            max_value_bytes: self.max_value_bytes,
+            sibling_warn: self.sibling_warn,
+            max_siblings: self.max_siblings,
+            max_clock_entries: self.max_clock_entries,
+        }
+    }
+
+    pub fn sync_interval(&self) -> Duration {
+        Duration::from_millis(self.sync_interval_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ringkv.toml");
+        std::fs::write(&path, "n = 5\nw = 3\ndurability = \"periodic\"\ndc = \"eu\"\n").unwrap();
+        let mut c = Config::load(Some(&path)).unwrap();
+        assert_eq!((c.n, c.w, c.r), (5, 3, 2));
+        assert_eq!(c.durability, DurabilityMode::Periodic);
+        c.apply(Overrides {
+            dc: Some("us".into()),
+            ..Default::default()
+        });
+        assert_eq!(c.dc, "us");
+        assert_eq!(c.n, 5);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "replicas = 3\n").unwrap();
+        let err = Config::load(Some(&path)).unwrap_err().to_string();
+        assert!(err.contains("replicas"), "{err}");
+        let c = Config {
+            w: 4,
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("w <= n"));
+        let c = Config {
+            partitions: 1000,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,21 @@
+//! ringkv's IO shell: everything that touches sockets, disks and time.
+//!
+//! - [`config`]: the typed configuration (file, environment, flags).
+//! - [`node`]: what every client API calls; today a cluster of one.
+//! - [`replica`]: this node's sibling sets in storage, and their read-modify-write.
+//! - [`api`]: the client protocols, RESP ([`api::resp`]) and HTTP/JSON ([`api::http`]).
+//! - [`metrics`]: the node's Prometheus registry, also read by `INFO`.
+//! - [`server`]: starts the listeners and runs the node until a signal stops it.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod node;
+pub mod replica;
+pub mod server;
+
+pub use config::{Config, DurabilityMode, Overrides};
+pub use error::NodeError;
+pub use node::{Node, NodeInfo, ReadOptions, ReadResult, WriteOptions, WriteResult};
+pub use replica::WriteOp;

@@ -1,0 +1,207 @@
+//! What an operator sees at `/metrics` (Prometheus text) and in `INFO`: one registry per node.
+//!
+//! A registry per node, not a process-global recorder, so that several nodes in one process (the
+//! deterministic simulator, in-process tests) keep their figures apart. `INFO` reads the same
+//! counters, so the two views never disagree.
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::Ordering;
+
+/// A key-value operation.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Op {
+    Get,
+    Put,
+    Delete,
+}
+
+/// A client API.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+pub enum Api {
+    Resp,
+    Http,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabels {
+    pub op: Op,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    pub api: Api,
+}
+
+/// Why a client request was refused; one label value per kind of bad input.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub api: Api,
+    /// e.g. `protocol`, `limit`, `context`, `unknown_command`, `auth`, `storage`, `siblings`.
+    pub kind: &'static str,
+}
+
+/// Every figure a node exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Completed key-value operations, by kind.
+    pub ops: Family<OpLabels, Counter>,
+    /// Latency of key-value operations inside the node (storage and durability), in seconds.
+    pub op_seconds: Family<OpLabels, Histogram>,
+    /// Commands (RESP) and requests (HTTP) received.
+    pub requests: Family<ApiLabels, Counter>,
+    /// Requests refused, by API and reason.
+    pub client_errors: Family<ErrorLabels, Counter>,
+    /// Open client connections, by API.
+    pub connections: Family<ApiLabels, Gauge>,
+    pub connections_total: Family<ApiLabels, Counter>,
+    /// Connections refused because the connection cap was reached.
+    pub connections_refused: Family<ApiLabels, Counter>,
+    /// Keys holding at least one live value.
+    pub keys: Gauge,
+    /// Writes that left a key at or past the sibling warning threshold.
+    pub sibling_warnings: Counter,
+    /// Storage figures, copied from the store when scraped.
+    pub storage_writes: Counter,
+    pub storage_fsyncs: Counter,
+    pub storage_corrupt_reads: Counter,
+    pub storage_disk_full_refusals: Counter,
+    pub storage_disk_bytes: Gauge,
+    pub storage_poisoned: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("ringkv");
+        let ops = Family::<OpLabels, Counter>::default();
+        // 25 us .. ~0.4 s: loopback reads sit at the bottom, fsync-bound writes in the middle.
+        let op_seconds = Family::<OpLabels, Histogram>::new_with_constructor(
+            (|| Histogram::new(exponential_buckets(0.000_025, 2.0, 15))) as fn() -> Histogram,
+        );
+        let requests = Family::<ApiLabels, Counter>::default();
+        let client_errors = Family::<ErrorLabels, Counter>::default();
+        let connections = Family::<ApiLabels, Gauge>::default();
+        let connections_total = Family::<ApiLabels, Counter>::default();
+        let connections_refused = Family::<ApiLabels, Counter>::default();
+        let keys = Gauge::default();
+        let sibling_warnings = Counter::default();
+        let storage_writes = Counter::default();
+        let storage_fsyncs = Counter::default();
+        let storage_corrupt_reads = Counter::default();
+        let storage_disk_full_refusals = Counter::default();
+        let storage_disk_bytes = Gauge::default();
+        let storage_poisoned = Gauge::default();
+        registry.register("ops", "Completed key-value operations", ops.clone());
+        registry.register(
+            "op_seconds",
+            "Latency of key-value operations in the node, including durability",
+            op_seconds.clone(),
+        );
+        registry.register("requests", "Client commands and requests received", requests.clone());
+        registry.register("client_errors", "Client requests refused, by reason", client_errors.clone());
+        registry.register("connections", "Open client connections", connections.clone());
+        registry.register("connections_accepted", "Client connections accepted", connections_total.clone());
+        registry.register(
+            "connections_refused",
+            "Client connections refused at the connection cap",
+            connections_refused.clone(),
+        );
+        registry.register("keys", "Keys holding at least one live value", keys.clone());
+        registry.register(
+            "sibling_warnings",
+            "Writes that left a key at or past the sibling warning threshold",
+            sibling_warnings.clone(),
+        );
+        registry.register("storage_writes", "Batches written to storage", storage_writes.clone());
+        registry.register("storage_fsyncs", "fsyncs of the commit log", storage_fsyncs.clone());
+        registry.register(
+            "storage_corrupt_reads",
+            "Records refused on read for a checksum mismatch",
+            storage_corrupt_reads.clone(),
+        );
+        registry.register(
+            "storage_disk_full_refusals",
+            "Writes refused because the disk was nearly full",
+            storage_disk_full_refusals.clone(),
+        );
+        registry.register("storage_disk_bytes", "Bytes the storage engine uses on disk", storage_disk_bytes.clone());
+        registry.register(
+            "storage_poisoned",
+            "1 when a failed fsync has stopped all writes (restart the node)",
+            storage_poisoned.clone(),
+        );
+        Metrics {
+            registry,
+            ops,
+            op_seconds,
+            requests,
+            client_errors,
+            connections,
+            connections_total,
+            connections_refused,
+            keys,
+            sibling_warnings,
+            storage_writes,
+            storage_fsyncs,
+            storage_corrupt_reads,
+            storage_disk_full_refusals,
+            storage_disk_bytes,
+            storage_poisoned,
+        }
+    }
+
+    /// Counts a refused client request.
+    pub fn client_error(&self, api: Api, kind: &'static str) {
+        self.client_errors.get_or_create(&ErrorLabels { api, kind }).inc();
+    }
+
+    pub fn op_count(&self, op: Op) -> u64 {
+        self.ops.get_or_create(&OpLabels { op }).get()
+    }
+
+    /// Sum of refused requests over all reasons for one API.
+    pub fn client_error_total(&self, api: Api) -> u64 {
+        // Family has no iterator; the kinds are a closed set named where they are counted.
+        ERROR_KINDS
+            .iter()
+            .filter_map(|kind| self.client_errors.get(&ErrorLabels { api, kind }).map(|c| c.get()))
+            .sum()
+    }
+
+    /// Sets a counter mirrored from elsewhere (storage keeps its own atomics).
+    pub fn mirror(counter: &Counter, value: u64) {
+        counter.inner().store(value, Ordering::Relaxed);
+    }
+
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Every `kind` label value used with [`Metrics::client_error`].
+pub const ERROR_KINDS: &[&str] = &[
+    "protocol",
+    "limit",
+    "context",
+    "argument",
+    "unknown_command",
+    "auth",
+    "storage",
+    "siblings",
+    "output_buffer",
+    "unavailable",
+];

@@ -1,0 +1,367 @@
+//! The node: what every client API calls. It checks a request against the limits and the
+//! consistency levels, runs it against the replica, and counts it.
+//!
+//! Today a node is a cluster of one: it is the only replica of every key, so the effective
+//! replication factor is 1 and every consistency level up to `n` is met by its own answer
+//! (a level above `n` is refused). The cluster issue puts the coordinator between this API and
+//! the replica; the API the client layers see stays the same.
+
+use crate::config::{Config, DurabilityMode};
+use crate::error::NodeError;
+use crate::metrics::{Metrics, Op, OpLabels};
+use crate::replica::{Replica, WriteOp};
+use bytes::Bytes;
+use ringkv_core::{Consistency, Context, Limits, NodeId, SiblingSet, Version};
+use ringkv_storage::{Durability, Keyspace, Store, StoreOptions, WriteBatch};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Per-request read options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOptions {
+    /// Replicas that must answer; `None` = the configured `r`.
+    pub r: Option<Consistency>,
+}
+
+/// Per-request write options.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WriteOptions {
+    /// Replicas that must acknowledge durably; `None` = the configured `w`.
+    pub w: Option<Consistency>,
+}
+
+/// The answer to a read: every surviving version and the context to write back with.
+#[derive(Debug, Clone)]
+pub struct ReadResult {
+    pub set: SiblingSet,
+    /// Replicas whose answers were merged.
+    pub replicas: Vec<NodeId>,
+}
+
+impl ReadResult {
+    pub fn context(&self) -> Context {
+        self.set.context()
+    }
+
+    /// True when no version holds a value (never written, or deleted).
+    pub fn is_missing(&self) -> bool {
+        self.set.is_deleted()
+    }
+
+    /// The one value a plain Redis `GET` returns.
+    pub fn winner(&self) -> Option<&Version> {
+        self.set.winner()
+    }
+}
+
+/// The answer to a write.
+#[derive(Debug, Clone)]
+pub struct WriteResult {
+    /// The key's sibling set after the write, on the coordinator.
+    pub set: SiblingSet,
+    /// Replicas that acknowledged the write durably.
+    pub acked_by: Vec<NodeId>,
+}
+
+impl WriteResult {
+    pub fn context(&self) -> Context {
+        self.set.context()
+    }
+}
+
+/// Figures for `INFO`, `/v1/cluster` and `ringkv status`.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub node_id: NodeId,
+    pub version: &'static str,
+    pub uptime_secs: u64,
+    pub keys: u64,
+    pub durability: DurabilityMode,
+    pub sync_interval_ms: u64,
+    pub gets: u64,
+    pub puts: u64,
+    pub deletes: u64,
+    pub disk_bytes: u64,
+    pub fsyncs: u64,
+    pub storage_writes: u64,
+    pub poisoned: bool,
+    pub n: usize,
+    pub r: usize,
+    pub w: usize,
+    pub partitions: u32,
+}
+
+/// A running node. Cheap to clone.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: Config,
+    replica: Replica,
+    metrics: Metrics,
+    started: Instant,
+    shutting_down: AtomicBool,
+}
+
+const META_NODE_ID: &[u8] = b"node_id";
+
+impl Node {
+    /// Opens (or creates) the node's data directory and storage.
+    pub async fn open(config: &Config) -> Result<Node, NodeError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(ringkv_storage::StorageError::Io)?;
+        let store = Store::open(&config.data_dir.join("lsm"), store_options(config))?;
+        Node::with_store(config, store).await
+    }
+
+    /// A node over a given store (in-memory in tests).
+    pub async fn with_store(config: &Config, store: Store) -> Result<Node, NodeError> {
+        let node_id = resolve_node_id(config, &store).await?;
+        let replica = Replica::open(node_id, store, config.limits(), config.partitions)?;
+        let metrics = Metrics::new();
+        metrics.keys.set(replica.live_keys() as i64);
+        Ok(Node {
+            inner: Arc::new(Inner {
+                config: config.clone(),
+                replica,
+                metrics,
+                started: Instant::now(),
+                shutting_down: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    pub fn node_id(&self) -> &NodeId {
+        self.inner.replica.node_id()
+    }
+
+    pub fn limits(&self) -> Limits {
+        self.inner.config.limits()
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    pub fn store(&self) -> &Store {
+        self.inner.replica.store()
+    }
+
+    /// Replicas a key has in this cluster: min(n, members). One member today.
+    fn effective_n(&self) -> usize {
+        self.inner.config.n.min(1)
+    }
+
+    fn check_level(&self, level: Option<Consistency>) -> Result<usize, NodeError> {
+        let n = self.effective_n();
+        match level {
+            Some(level) => Ok(level.required(n)?),
+            None => Ok(n),
+        }
+    }
+
+    pub async fn get(&self, key: &[u8], opts: ReadOptions) -> Result<ReadResult, NodeError> {
+        let started = Instant::now();
+        self.limits().check_key(key)?;
+        self.check_level(opts.r)?;
+        let set = self.inner.replica.read(key)?;
+        self.count(Op::Get, started);
+        Ok(ReadResult {
+            set,
+            replicas: vec![self.node_id().clone()],
+        })
+    }
+
+    pub async fn put(
+        &self,
+        key: Bytes,
+        value: Bytes,
+        context: Option<Context>,
+        opts: WriteOptions,
+    ) -> Result<WriteResult, NodeError> {
+        let mut results = self
+            .write(vec![WriteOp { key, value: Some(value), context }], opts)
+            .await?;
+        Ok(results.remove(0))
+    }
+
+    /// Writes a tombstone. Returns `None` (and writes nothing) when the key has no live value
+    /// and the client sent no context: there is nothing to delete.
+    pub async fn delete(
+        &self,
+        key: Bytes,
+        context: Option<Context>,
+        opts: WriteOptions,
+    ) -> Result<Option<WriteResult>, NodeError> {
+        if context.is_none() {
+            self.limits().check_key(&key)?;
+            if self.inner.replica.read(&key)?.is_deleted() {
+                return Ok(None);
+            }
+        }
+        let mut results = self
+            .write(vec![WriteOp { key, value: None, context }], opts)
+            .await?;
+        Ok(Some(results.remove(0)))
+    }
+
+    /// Several writes (values or tombstones) applied atomically with one durability wait: MSET.
+    pub async fn write(
+        &self,
+        ops: Vec<WriteOp>,
+        opts: WriteOptions,
+    ) -> Result<Vec<WriteResult>, NodeError> {
+        let started = Instant::now();
+        if self.inner.shutting_down.load(Ordering::Acquire) {
+            return Err(NodeError::ShuttingDown);
+        }
+        let limits = self.limits();
+        for op in &ops {
+            limits.check_key(&op.key)?;
+            if let Some(v) = &op.value {
+                limits.check_value_len(v.len())?;
+            }
+        }
+        self.check_level(opts.w)?;
+        let written = self.inner.replica.apply_write(&ops).await?;
+        let m = &self.inner.metrics;
+        m.keys.set(self.inner.replica.live_keys() as i64);
+        for (op, w) in ops.iter().zip(&written) {
+            if w.set.versions().len() >= limits.sibling_warn {
+                m.sibling_warnings.inc();
+            }
+            self.count(if op.value.is_some() { Op::Put } else { Op::Delete }, started);
+        }
+        let me = self.node_id().clone();
+        Ok(written
+            .into_iter()
+            .map(|w| WriteResult {
+                set: w.set,
+                acked_by: vec![me.clone()],
+            })
+            .collect())
+    }
+
+    fn count(&self, op: Op, started: Instant) {
+        let labels = OpLabels { op };
+        self.inner.metrics.ops.get_or_create(&labels).inc();
+        self.inner
+            .metrics
+            .op_seconds
+            .get_or_create(&labels)
+            .observe(started.elapsed().as_secs_f64());
+    }
+
+    pub fn info(&self) -> NodeInfo {
+        let stats = self.store().stats();
+        let m = &self.inner.metrics;
+        let c = &self.inner.config;
+        NodeInfo {
+            node_id: self.node_id().clone(),
+            version: env!("CARGO_PKG_VERSION"),
+            uptime_secs: self.inner.started.elapsed().as_secs(),
+            keys: self.inner.replica.live_keys(),
+            durability: c.durability,
+            sync_interval_ms: c.sync_interval_ms,
+            gets: m.op_count(Op::Get),
+            puts: m.op_count(Op::Put),
+            deletes: m.op_count(Op::Delete),
+            disk_bytes: stats.disk_bytes,
+            fsyncs: stats.fsyncs,
+            storage_writes: stats.writes,
+            poisoned: stats.poisoned,
+            n: c.n,
+            r: c.r,
+            w: c.w,
+            partitions: c.partitions,
+        }
+    }
+
+    /// Prometheus text for `/metrics`, with storage figures brought up to date.
+    pub fn render_metrics(&self) -> String {
+        let stats = self.store().stats();
+        let m = &self.inner.metrics;
+        Metrics::mirror(&m.storage_writes, stats.writes);
+        Metrics::mirror(&m.storage_fsyncs, stats.fsyncs);
+        Metrics::mirror(&m.storage_corrupt_reads, stats.corrupt_reads);
+        Metrics::mirror(&m.storage_disk_full_refusals, stats.disk_full_refusals);
+        m.storage_disk_bytes.set(stats.disk_bytes as i64);
+        m.storage_poisoned.set(stats.poisoned as i64);
+        m.keys.set(self.inner.replica.live_keys() as i64);
+        m.render()
+    }
+
+    /// True once shutdown has begun; APIs stop taking new requests.
+    pub fn is_shutting_down(&self) -> bool {
+        self.inner.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Refuses new writes, then makes everything written durable and closes storage. Writes
+    /// already acknowledged were durable before their ack; this covers periodic mode's window.
+    pub fn shutdown(&self) -> Result<(), NodeError> {
+        self.inner.shutting_down.store(true, Ordering::Release);
+        self.store().shutdown()?;
+        Ok(())
+    }
+}
+
+fn store_options(config: &Config) -> StoreOptions {
+    StoreOptions {
+        durability: match config.durability {
+            DurabilityMode::Sync => Durability::Sync,
+            DurabilityMode::Periodic => Durability::Periodic {
+                interval: config.sync_interval(),
+            },
+        },
+        cache_bytes: config.cache_bytes,
+        min_free_bytes: config.min_free_bytes,
+    }
+}
+
+/// The node id: from the config, else the one stored in the data directory, else a new one
+/// (stored, so a restart keeps it). A configured id that differs from the stored one is refused:
+/// the data directory belongs to another node.
+async fn resolve_node_id(config: &Config, store: &Store) -> Result<NodeId, NodeError> {
+    let stored = store
+        .get(Keyspace::Meta, META_NODE_ID)?
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| NodeId::new(s).ok());
+    let configured = config
+        .node_id
+        .as_ref()
+        .map(|s| NodeId::new(s.clone()))
+        .transpose()
+        .map_err(|e| NodeError::Startup(e.to_string()))?;
+    let id = match (stored, configured) {
+        (Some(s), Some(c)) if s != c => {
+            return Err(NodeError::Startup(format!(
+                "data directory {} belongs to node {s}, not {c}",
+                config.data_dir.display()
+            )))
+        }
+        (Some(s), _) => return Ok(s),
+        (None, Some(c)) => c,
+        (None, None) => generate_node_id(),
+    };
+    let mut batch = WriteBatch::new();
+    batch.put(Keyspace::Meta, META_NODE_ID.to_vec(), id.as_str().as_bytes().to_vec());
+    store.commit(&batch).await?;
+    Ok(id)
+}
+
+fn generate_node_id() -> NodeId {
+    let seed = format!(
+        "{:?}-{}-{:?}",
+        std::time::SystemTime::now(),
+        std::process::id(),
+        std::thread::current().id()
+    );
+    let hash = xxhash_rust::xxh3::xxh3_64(seed.as_bytes());
+    NodeId::new(format!("n-{:08x}", hash as u32)).expect("generated id is valid")
+}

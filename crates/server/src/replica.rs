@@ -1,0 +1,219 @@
+//! The local replica: this node's copy of the keys it holds, as sibling sets in storage.
+//!
+//! It owns the read-modify-write of a key's sibling set. Writes to one key are serialised by a
+//! striped lock held only while the set is read, changed and handed to storage (never across an
+//! await); the caller then waits for durability outside the lock, so writers of different keys,
+//! and of the same key, share group-commit fsyncs. A write is visible to readers as soon as it is
+//! in the commit log, before it is durable; it is acknowledged only once durable.
+//!
+//! Later the coordinator will call [`Replica::apply_write`] on the key's coordinator and
+//! [`Replica::merge`] on the other replicas (replication, read repair, hints, anti-entropy).
+
+use crate::error::NodeError;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use ringkv_core::keys::{data_key, split_data_key};
+use ringkv_core::{Context, KeyHash, Limits, NodeId, SiblingSet};
+use ringkv_storage::{Keyspace, Store, StorageError, WriteBatch};
+use std::sync::atomic::{AtomicI64, Ordering};
+
+/// Stripes of the per-key write lock. Collisions only serialise unrelated keys briefly.
+const LOCK_STRIPES: usize = 1024;
+
+/// One write of a batch: a value, or a tombstone when `value` is `None`.
+pub struct WriteOp {
+    pub key: Bytes,
+    pub value: Option<Bytes>,
+    /// `None` = blind write: supersede whatever this replica holds now.
+    pub context: Option<Context>,
+}
+
+/// What a write left behind.
+#[derive(Debug, Clone)]
+pub struct Written {
+    /// The key's sibling set after the write.
+    pub set: SiblingSet,
+}
+
+pub struct Replica {
+    node_id: NodeId,
+    store: Store,
+    limits: Limits,
+    partitions: u32,
+    stripes: Vec<Mutex<()>>,
+    /// Keys holding at least one live value; exact, maintained on every write.
+    live_keys: AtomicI64,
+}
+
+impl Replica {
+    /// Opens the replica over a store and counts its live keys.
+    pub fn open(
+        node_id: NodeId,
+        store: Store,
+        limits: Limits,
+        partitions: u32,
+    ) -> Result<Replica, NodeError> {
+        let replica = Replica {
+            node_id,
+            store,
+            limits,
+            partitions,
+            stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            live_keys: AtomicI64::new(0),
+        };
+        let live = replica.count_live_keys()?;
+        replica.live_keys.store(live as i64, Ordering::Relaxed);
+        Ok(replica)
+    }
+
+    pub fn node_id(&self) -> &NodeId {
+        &self.node_id
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn live_keys(&self) -> u64 {
+        self.live_keys.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// The key's sibling set; empty when the key was never written.
+    pub fn read(&self, key: &[u8]) -> Result<SiblingSet, NodeError> {
+        self.read_record(&data_key(key, self.partitions))
+    }
+
+    /// Applies client writes coordinated by this node, atomically and with one durability wait.
+    /// Every op's limits are checked before anything is written; if any op would exceed the
+    /// sibling limit, nothing is written.
+    pub async fn apply_write(&self, ops: &[WriteOp]) -> Result<Vec<Written>, NodeError> {
+        let now = now_ms();
+        let (ticket, written) = {
+            let _guards = self.lock_keys(ops.iter().map(|op| &op.key[..]));
+            // Working sets by record key, in first-seen order: within one batch a key may repeat
+            // (MSET a 1 a 2) and later ops must see earlier ones.
+            let mut work: Vec<(Vec<u8>, bool, SiblingSet)> = Vec::new();
+            let mut written = Vec::with_capacity(ops.len());
+            for op in ops {
+                let record_key = data_key(&op.key, self.partitions);
+                let slot = match work.iter().position(|(k, _, _)| *k == record_key) {
+                    Some(slot) => slot,
+                    None => {
+                        let set = self.read_record(&record_key)?;
+                        work.push((record_key, !set.is_deleted(), set));
+                        work.len() - 1
+                    }
+                };
+                let set = &mut work[slot].2;
+                let context = op.context.clone().unwrap_or_else(|| set.context());
+                set.write(&self.node_id, &context, op.value.clone(), now);
+                set.prune(self.limits.max_clock_entries);
+                let siblings = set.versions().len();
+                if siblings > self.limits.max_siblings {
+                    return Err(NodeError::TooManySiblings {
+                        siblings,
+                        max: self.limits.max_siblings,
+                    });
+                }
+                if siblings >= self.limits.sibling_warn {
+                    tracing::warn!(
+                        key = %String::from_utf8_lossy(&op.key),
+                        siblings,
+                        "key has many siblings: a client is writing without contexts"
+                    );
+                }
+                written.push(Written { set: set.clone() });
+            }
+            let mut batch = WriteBatch::new();
+            let mut live_delta = 0i64;
+            for (record_key, was_live, set) in work {
+                live_delta += !set.is_deleted() as i64 - was_live as i64;
+                batch.put(Keyspace::Data, record_key, set.encode());
+            }
+            let ticket = self.store.write(&batch)?;
+            self.live_keys.fetch_add(live_delta, Ordering::Relaxed);
+            (ticket, written)
+        };
+        self.store.durable(ticket).await?;
+        Ok(written)
+    }
+
+    /// Merges another replica's sibling set for `key` into ours (replication, read repair).
+    pub async fn merge(&self, key: &[u8], incoming: &SiblingSet) -> Result<SiblingSet, NodeError> {
+        let record_key = data_key(key, self.partitions);
+        let (ticket, merged) = {
+            let _guards = self.lock_keys(std::iter::once(key));
+            let mut set = self.read_record(&record_key)?;
+            let was_live = !set.is_deleted();
+            set.merge(incoming);
+            set.prune(self.limits.max_clock_entries);
+            let mut batch = WriteBatch::new();
+            batch.put(Keyspace::Data, record_key, set.encode());
+            let ticket = self.store.write(&batch)?;
+            let delta = !set.is_deleted() as i64 - was_live as i64;
+            self.live_keys.fetch_add(delta, Ordering::Relaxed);
+            (ticket, set)
+        };
+        self.store.durable(ticket).await?;
+        Ok(merged)
+    }
+
+    fn read_record(&self, record_key: &[u8]) -> Result<SiblingSet, NodeError> {
+        match self.store.get(Keyspace::Data, record_key)? {
+            None => Ok(SiblingSet::new()),
+            Some(bytes) => SiblingSet::decode(&bytes).map_err(|e| {
+                NodeError::Storage(StorageError::Corrupt {
+                    keyspace: "data",
+                    detail: e.to_string(),
+                })
+            }),
+        }
+    }
+
+    /// Locks the stripes of `keys` in index order, so two multi-key writes cannot deadlock.
+    fn lock_keys<'a>(
+        &self,
+        keys: impl Iterator<Item = &'a [u8]>,
+    ) -> Vec<parking_lot::MutexGuard<'_, ()>> {
+        let mut idx: Vec<usize> = keys
+            .map(|k| (KeyHash::of(k).0 % LOCK_STRIPES as u64) as usize)
+            .collect();
+        idx.sort_unstable();
+        idx.dedup();
+        idx.into_iter().map(|i| self.stripes[i].lock()).collect()
+    }
+
+    fn count_live_keys(&self) -> Result<u64, NodeError> {
+        const PAGE: usize = 4096;
+        let mut live = 0u64;
+        let mut start: Vec<u8> = Vec::new();
+        loop {
+            let page = self.store.scan(Keyspace::Data, &start, None, PAGE)?;
+            for (k, v) in &page {
+                match SiblingSet::decode(v) {
+                    Ok(set) if !set.is_deleted() => live += 1,
+                    Ok(_) => {}
+                    Err(e) => {
+                        let key = split_data_key(k).map(|(_, _, key)| key).unwrap_or(k);
+                        tracing::error!(key = %String::from_utf8_lossy(key), error = %e, "undecodable record while counting keys");
+                    }
+                }
+            }
+            match page.last() {
+                Some((k, _)) if page.len() == PAGE => {
+                    start = k.clone();
+                    start.push(0);
+                }
+                _ => return Ok(live),
+            }
+        }
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch: version timestamps and clock entry ages only.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
