@@ -16,6 +16,9 @@
 
 use crate::error::StorageError;
 
+/// One `(key, value)` entry of a scan.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// Longest key any engine accepts. fjall's limit (`u16`); ringkv's own key limit is far lower.
 pub const MAX_KEY_LEN: usize = u16::MAX as usize;
 
@@ -124,7 +127,10 @@ impl WriteBatch {
 
     /// Adds a delete.
     pub fn delete(&mut self, ks: Keyspace, key: impl Into<Vec<u8>>) {
-        self.ops.push(BatchOp::Delete { ks, key: key.into() });
+        self.ops.push(BatchOp::Delete {
+            ks,
+            key: key.into(),
+        });
     }
 
     /// Number of operations.
@@ -198,10 +204,36 @@ pub trait Engine: Send + Sync + 'static {
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    ) -> Result<Vec<KeyValue>, StorageError>;
 
     /// Bytes the engine uses on disk (0 for memory).
     fn disk_bytes(&self) -> u64;
+}
+
+/// A shared engine is an engine, so wrappers (fault injectors) can hold an `Arc` that the test
+/// keeps a clone of.
+impl<E: Engine + ?Sized> Engine for std::sync::Arc<E> {
+    fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        (**self).get(ks, key)
+    }
+    fn write(&self, batch: &WriteBatch) -> Result<(), StorageError> {
+        (**self).write(batch)
+    }
+    fn sync(&self) -> Result<(), StorageError> {
+        (**self).sync()
+    }
+    fn scan(
+        &self,
+        ks: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<KeyValue>, StorageError> {
+        (**self).scan(ks, start, end, limit)
+    }
+    fn disk_bytes(&self) -> u64 {
+        (**self).disk_bytes()
+    }
 }
 
 /// Hex of at most the first 32 bytes of a key, for logs and error details.
@@ -229,7 +261,10 @@ mod tests {
         assert!(batch.validate().is_ok());
 
         batch.delete(Keyspace::Hints, Vec::new());
-        assert!(matches!(batch.validate(), Err(StorageError::InvalidInput(_))));
+        assert!(matches!(
+            batch.validate(),
+            Err(StorageError::InvalidInput(_))
+        ));
 
         let mut big = WriteBatch::new();
         big.put(Keyspace::Meta, vec![1u8; MAX_KEY_LEN + 1], b"v".to_vec());

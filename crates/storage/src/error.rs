@@ -33,7 +33,7 @@ pub enum StorageError {
     /// never returned.
     #[error("corrupt record in {keyspace}: {detail}")]
     Corrupt {
-        /// Keyspace name (`data`, `hints`, `meta`).
+        /// Keyspace name (`data`, `hints`, `meta`), or `journal` when the commit log is damaged.
         keyspace: &'static str,
         /// What was wrong, and with which key (hex).
         detail: String,

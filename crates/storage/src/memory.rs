@@ -19,7 +19,7 @@ use std::ops::Bound;
 
 use parking_lot::RwLock;
 
-use crate::engine::{BatchOp, Engine, Keyspace, WriteBatch};
+use crate::engine::{BatchOp, Engine, KeyValue, Keyspace, WriteBatch};
 use crate::error::StorageError;
 
 type Table = BTreeMap<Vec<u8>, Vec<u8>>;
@@ -93,6 +93,7 @@ impl MemEngine {
 
 impl Engine for MemEngine {
     fn get(&self, ks: Keyspace, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        crate::engine::validate_key(key)?;
         Ok(self.state.read().tables[ks.index()].get(key).cloned())
     }
 
@@ -129,7 +130,7 @@ impl Engine for MemEngine {
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    ) -> Result<Vec<KeyValue>, StorageError> {
         // BTreeMap::range panics on an inverted range; an empty answer is the contract.
         if limit == 0 || end.is_some_and(|end| end <= start) {
             return Ok(Vec::new());
@@ -174,8 +175,14 @@ mod tests {
         assert_eq!(engine.unsynced_ops(), 4);
 
         engine.crash();
-        assert_eq!(engine.get(Keyspace::Data, b"a").unwrap(), Some(b"1".to_vec()));
-        assert_eq!(engine.get(Keyspace::Data, b"b").unwrap(), Some(b"1".to_vec()));
+        assert_eq!(
+            engine.get(Keyspace::Data, b"a").unwrap(),
+            Some(b"1".to_vec())
+        );
+        assert_eq!(
+            engine.get(Keyspace::Data, b"b").unwrap(),
+            Some(b"1".to_vec())
+        );
         assert_eq!(engine.get(Keyspace::Data, b"c").unwrap(), None);
         assert_eq!(engine.unsynced_ops(), 0);
     }
@@ -185,7 +192,10 @@ mod tests {
         let engine = MemEngine::new();
         put(&engine, b"k", b"ab");
         assert!(engine.corrupt(Keyspace::Data, b"k"));
-        assert_eq!(engine.get(Keyspace::Data, b"k").unwrap(), Some(b"ac".to_vec()));
+        assert_eq!(
+            engine.get(Keyspace::Data, b"k").unwrap(),
+            Some(b"ac".to_vec())
+        );
         assert!(!engine.corrupt(Keyspace::Data, b"missing"));
         assert!(!engine.corrupt(Keyspace::Hints, b"k"));
     }
