@@ -6,15 +6,18 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest node id we accept, in bytes.
 pub const MAX_NODE_ID_LEN: usize = 64;
 
 /// A validated node id. Construct with [`NodeId::new`]; deserialization validates too, so a node
 /// id decoded from a client context or a peer frame is as trustworthy as one typed by an operator.
+/// Shared (`Arc<str>`) because ids are cloned into every clock, dot and reply: a clone is a
+/// reference-count bump, not an allocation.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct NodeId(String);
+pub struct NodeId(Arc<str>);
 
 /// A string that is not a valid node id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,7 +33,7 @@ impl NodeId {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
         if ok {
-            Ok(NodeId(id))
+            Ok(NodeId(id.into()))
         } else {
             Err(InvalidNodeId(id))
         }
@@ -50,7 +53,7 @@ impl TryFrom<String> for NodeId {
 
 impl From<NodeId> for String {
     fn from(n: NodeId) -> String {
-        n.0
+        n.0.to_string()
     }
 }
 

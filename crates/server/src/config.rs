@@ -27,7 +27,9 @@ impl std::str::FromStr for DurabilityMode {
         match s.to_ascii_lowercase().as_str() {
             "sync" => Ok(DurabilityMode::Sync),
             "periodic" => Ok(DurabilityMode::Periodic),
-            other => Err(format!("durability must be sync or periodic, not {other:?}")),
+            other => Err(format!(
+                "durability must be sync or periodic, not {other:?}"
+            )),
         }
     }
 }
@@ -178,8 +180,22 @@ impl Config {
             ($($field:ident),*) => { $( if let Some(v) = o.$field { self.$field = v; } )* };
         }
         set!(
-            data_dir, resp_addr, http_addr, peer_addr, seeds, dc, rack, weight, durability,
-            sync_interval_ms, n, w, r, partitions, max_value_bytes, max_connections
+            data_dir,
+            resp_addr,
+            http_addr,
+            peer_addr,
+            seeds,
+            dc,
+            rack,
+            weight,
+            durability,
+            sync_interval_ms,
+            n,
+            w,
+            r,
+            partitions,
+            max_value_bytes,
+            max_connections
         );
         if o.node_id.is_some() {
             self.node_id = o.node_id;
@@ -265,7 +281,11 @@ mod tests {
     fn file_then_overrides() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ringkv.toml");
-        std::fs::write(&path, "n = 5\nw = 3\ndurability = \"periodic\"\ndc = \"eu\"\n").unwrap();
+        std::fs::write(
+            &path,
+            "n = 5\nw = 3\ndurability = \"periodic\"\ndc = \"eu\"\n",
+        )
+        .unwrap();
         let mut c = Config::load(Some(&path)).unwrap();
         assert_eq!((c.n, c.w, c.r), (5, 3, 2));
         assert_eq!(c.durability, DurabilityMode::Periodic);

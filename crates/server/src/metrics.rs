@@ -4,7 +4,7 @@
 //! deterministic simulator, in-process tests) keep their figures apart. `INFO` reads the same
 //! counters, so the two views never disagree.
 
-use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -13,7 +13,7 @@ use prometheus_client::registry::Registry;
 use std::sync::atomic::Ordering;
 
 /// A key-value operation.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Op {
     Get,
     Put,
@@ -21,10 +21,43 @@ pub enum Op {
 }
 
 /// A client API.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
 pub enum Api {
     Resp,
     Http,
+}
+
+impl Op {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Op::Get => "get",
+            Op::Put => "put",
+            Op::Delete => "delete",
+        }
+    }
+}
+
+impl Api {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Api::Resp => "resp",
+            Api::Http => "http",
+        }
+    }
+}
+
+// Written by hand so label values are lowercase (`op="get"`), as Prometheus users expect; the
+// derive would print the variant names.
+impl EncodeLabelValue for Op {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
+}
+
+impl EncodeLabelValue for Api {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&self.as_str(), encoder)
+    }
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -107,10 +140,26 @@ impl Metrics {
             "Latency of key-value operations in the node, including durability",
             op_seconds.clone(),
         );
-        registry.register("requests", "Client commands and requests received", requests.clone());
-        registry.register("client_errors", "Client requests refused, by reason", client_errors.clone());
-        registry.register("connections", "Open client connections", connections.clone());
-        registry.register("connections_accepted", "Client connections accepted", connections_total.clone());
+        registry.register(
+            "requests",
+            "Client commands and requests received",
+            requests.clone(),
+        );
+        registry.register(
+            "client_errors",
+            "Client requests refused, by reason",
+            client_errors.clone(),
+        );
+        registry.register(
+            "connections",
+            "Open client connections",
+            connections.clone(),
+        );
+        registry.register(
+            "connections_accepted",
+            "Client connections accepted",
+            connections_total.clone(),
+        );
         registry.register(
             "connections_refused",
             "Client connections refused at the connection cap",
@@ -122,8 +171,16 @@ impl Metrics {
             "Writes that left a key at or past the sibling warning threshold",
             sibling_warnings.clone(),
         );
-        registry.register("storage_writes", "Batches written to storage", storage_writes.clone());
-        registry.register("storage_fsyncs", "fsyncs of the commit log", storage_fsyncs.clone());
+        registry.register(
+            "storage_writes",
+            "Batches written to storage",
+            storage_writes.clone(),
+        );
+        registry.register(
+            "storage_fsyncs",
+            "fsyncs of the commit log",
+            storage_fsyncs.clone(),
+        );
         registry.register(
             "storage_corrupt_reads",
             "Records refused on read for a checksum mismatch",
@@ -134,7 +191,11 @@ impl Metrics {
             "Writes refused because the disk was nearly full",
             storage_disk_full_refusals.clone(),
         );
-        registry.register("storage_disk_bytes", "Bytes the storage engine uses on disk", storage_disk_bytes.clone());
+        registry.register(
+            "storage_disk_bytes",
+            "Bytes the storage engine uses on disk",
+            storage_disk_bytes.clone(),
+        );
         registry.register(
             "storage_poisoned",
             "1 when a failed fsync has stopped all writes (restart the node)",
@@ -162,7 +223,9 @@ impl Metrics {
 
     /// Counts a refused client request.
     pub fn client_error(&self, api: Api, kind: &'static str) {
-        self.client_errors.get_or_create(&ErrorLabels { api, kind }).inc();
+        self.client_errors
+            .get_or_create(&ErrorLabels { api, kind })
+            .inc();
     }
 
     pub fn op_count(&self, op: Op) -> u64 {
@@ -174,7 +237,11 @@ impl Metrics {
         // Family has no iterator; the kinds are a closed set named where they are counted.
         ERROR_KINDS
             .iter()
-            .filter_map(|kind| self.client_errors.get(&ErrorLabels { api, kind }).map(|c| c.get()))
+            .filter_map(|kind| {
+                self.client_errors
+                    .get(&ErrorLabels { api, kind })
+                    .map(|c| c.get())
+            })
             .sum()
     }
 

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use ringkv_core::keys::{data_key, split_data_key};
 use ringkv_core::{Context, KeyHash, Limits, NodeId, SiblingSet};
-use ringkv_storage::{Keyspace, Store, StorageError, WriteBatch};
+use ringkv_storage::{Keyspace, StorageError, Store, WriteBatch};
 use std::sync::atomic::{AtomicI64, Ordering};
 
 /// Stripes of the per-key write lock. Collisions only serialise unrelated keys briefly.
