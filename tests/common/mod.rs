@@ -1,0 +1,177 @@
+//! Shared harness for tests that run the real `ringkv` binary: start a node on free loopback
+//! ports with its own data directory, wait until it serves, signal it, restart it.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// A `ringkv server` process. Killed on drop, so a failing test leaves nothing running.
+pub struct NodeProc {
+    child: Option<Child>,
+    pub resp: SocketAddr,
+    pub http: SocketAddr,
+    pub peer: SocketAddr,
+    pub data_dir: PathBuf,
+    extra: Vec<String>,
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ringkv")
+}
+
+impl NodeProc {
+    /// Starts a node over `data_dir` with extra flags and waits until both APIs answer.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> NodeProc {
+        let addr = |p: u16| -> SocketAddr { format!("127.0.0.1:{p}").parse().unwrap() };
+        let mut node = NodeProc {
+            child: None,
+            resp: addr(free_port()),
+            http: addr(free_port()),
+            peer: addr(free_port()),
+            data_dir: data_dir.to_path_buf(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        node.spawn();
+        node
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(bin())
+            .arg("server")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--resp-addr")
+            .arg(self.resp.to_string())
+            .arg("--http-addr")
+            .arg(self.http.to_string())
+            .arg("--peer-addr")
+            .arg(self.peer.to_string())
+            .args(&self.extra)
+            .env("RINGKV_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn ringkv");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Waits until the RESP and HTTP ports accept connections (bounded).
+    pub fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("ringkv exited during start: {status}");
+            }
+            let up =
+                |a: &SocketAddr| TcpStream::connect_timeout(a, Duration::from_millis(200)).is_ok();
+            if up(&self.resp) && up(&self.http) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ringkv did not start within 30 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: the process gets no chance to flush anything.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends a signal by name (TERM, INT, STOP, CONT) with the system's `kill`.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} failed");
+    }
+
+    /// SIGTERM and wait for a clean exit (bounded).
+    pub fn terminate(&mut self) -> ExitStatus {
+        self.signal("TERM");
+        let mut child = self.child.take().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("ringkv did not exit within 30 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Starts the process again over the same data directory and ports.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop the node before restarting it");
+        self.spawn();
+    }
+
+    pub fn redis(&self) -> redis::Connection {
+        redis::Client::open(format!("redis://{}/", self.resp))
+            .unwrap()
+            .get_connection()
+            .expect("connect over RESP")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.http, path)
+    }
+}
+
+impl Drop for NodeProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// True when the test runs in CI, where a skipped prerequisite is a failure.
+pub fn in_ci() -> bool {
+    std::env::var("CI")
+        .map(|v| v == "true" || v == "1")
+        .unwrap_or(false)
+}
+
+/// Skips a test loudly when a tool is missing; in CI the missing tool fails the test.
+pub fn require_tool(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        if in_ci() {
+            panic!("{tool} is required in CI but is not installed (.ci/run installs it)");
+        }
+        eprintln!("\n*** SKIPPED: {tool} is not installed; install it to run this test ***\n");
+    }
+    found
+}
