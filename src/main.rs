@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run a node (a single-node store with no flags; with --seeds, a cluster member).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Read a key: prints the value, or every sibling with the context that resolves them.
     Get {
         key: String,
@@ -171,7 +171,7 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => {
             init_logging();
-            let config = args.into_config()?;
+            let config = (*args).into_config()?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("ringkv")

@@ -262,6 +262,35 @@ impl Node {
         Ok(Some(results.remove(0)))
     }
 
+    /// Deletes, in one atomic write, every key that holds a live value, and returns how many did
+    /// (Redis `DEL k1 k2 ...`). Keys with nothing to delete get no tombstone; a key named twice
+    /// counts once.
+    pub async fn delete_many(
+        &self,
+        keys: Vec<Bytes>,
+        opts: WriteOptions,
+    ) -> Result<usize, NodeError> {
+        let limits = self.limits();
+        let mut seen = std::collections::HashSet::with_capacity(keys.len());
+        let mut ops = Vec::new();
+        for key in keys {
+            limits.check_key(&key)?;
+            if seen.insert(key.clone()) && !self.inner.replica.read(&key)?.is_deleted() {
+                ops.push(WriteOp {
+                    key,
+                    value: None,
+                    context: None,
+                });
+            }
+        }
+        if ops.is_empty() {
+            return Ok(0);
+        }
+        let deleted = ops.len();
+        self.write(ops, opts).await?;
+        Ok(deleted)
+    }
+
     /// Several writes (values or tombstones) applied atomically with one durability wait: MSET.
     pub async fn write(
         &self,

@@ -15,7 +15,6 @@
 use super::{Args, Ctx, MAX_KEYS};
 use crate::WriteOp;
 use bytes::Bytes;
-use std::collections::HashSet;
 
 pub async fn get(cx: &mut Ctx<'_>, args: Args<'_>) {
     let opts = cx.session.read;
@@ -71,52 +70,15 @@ pub async fn set_many(cx: &mut Ctx<'_>, pairs: &[(Bytes, Bytes)]) {
     }
 }
 
-/// `DEL key...`: how many of the keys held a value. Several keys are deleted in one atomic write.
+/// `DEL key...`: how many of the keys held a value; all are deleted in one atomic write.
 pub async fn del(cx: &mut Ctx<'_>, args: Args<'_>) {
     let keys = args.len() - 1;
     if !cx.check_key_count(keys) {
         return;
     }
-    let opts = cx.session.write;
-    let node = cx.shared.node.clone();
-    if keys == 1 {
-        let key = Bytes::copy_from_slice(args.get(1));
-        match node.delete(key, None, opts).await {
-            Ok(deleted) => cx.out.integer(deleted.is_some() as i64),
-            Err(e) => cx.node_error(e),
-        }
-        return;
-    }
-    // Read which keys hold a value, then write tombstones for those in one batch. A value
-    // written between the two is deleted too, as a later DEL would.
-    let read_opts = cx.session.read;
-    let mut seen: HashSet<&[u8]> = HashSet::with_capacity(keys.min(64));
-    let mut live = Vec::new();
-    for key in args.iter_from(1) {
-        if !seen.insert(key) {
-            continue;
-        }
-        match node.get(key, read_opts).await {
-            Ok(read) if !read.is_missing() => live.push(key),
-            Ok(_) => {}
-            Err(e) => return cx.node_error(e),
-        }
-    }
-    if live.is_empty() {
-        cx.out.integer(0);
-        return;
-    }
-    let count = live.len();
-    let ops = live
-        .into_iter()
-        .map(|key| WriteOp {
-            key: Bytes::copy_from_slice(key),
-            value: None,
-            context: None,
-        })
-        .collect();
-    match node.write(ops, opts).await {
-        Ok(_) => cx.out.integer(count as i64),
+    let keys = args.iter_from(1).map(Bytes::copy_from_slice).collect();
+    match cx.shared.node.delete_many(keys, cx.session.write).await {
+        Ok(deleted) => cx.out.integer(deleted as i64),
         Err(e) => cx.node_error(e),
     }
 }
