@@ -10,17 +10,20 @@
 //! - [`keys`]: key hashing, partitions of the ring, and the storage key layout.
 //! - [`limits`]: the data model's bounds (key and value size, siblings, clock entries).
 //! - [`node_id`]: the name of a node as it appears in clocks and membership.
+//! - [`ring`]: partition ownership by weight, and preference lists over data centers and racks.
 
 pub mod consistency;
 pub mod keys;
 pub mod limits;
 pub mod node_id;
+pub mod ring;
 pub mod version;
 
 pub use consistency::{Consistency, ConsistencyError};
 pub use keys::{KeyHash, PartitionId};
 pub use limits::{LimitError, Limits};
 pub use node_id::{InvalidNodeId, NodeId};
+pub use ring::{NodeLoad, Ring, RingError, RingMember};
 pub use version::{
     Causality, ClockEntry, Context, ContextError, Dot, SiblingSet, Version, VersionVector,
 };
