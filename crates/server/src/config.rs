@@ -81,6 +81,8 @@ pub struct Config {
     pub client_idle_timeout_secs: u64,
     /// LSM block cache.
     pub cache_bytes: u64,
+    /// Cache of decoded sibling sets in front of the LSM (0 disables it).
+    pub row_cache_bytes: u64,
     /// Writes are refused, before any ack, when the data directory's disk has less free space.
     pub min_free_bytes: u64,
 }
@@ -115,6 +117,7 @@ impl Default for Config {
             max_client_output_bytes: 64 * 1024 * 1024,
             client_idle_timeout_secs: 0,
             cache_bytes: 64 * 1024 * 1024,
+            row_cache_bytes: 64 * 1024 * 1024,
             min_free_bytes: 64 * 1024 * 1024,
         }
     }

@@ -3,6 +3,7 @@
 //! - [`config`]: the typed configuration (file, environment, flags).
 //! - [`node`]: what every client API calls; today a cluster of one.
 //! - [`replica`]: this node's sibling sets in storage, and their read-modify-write.
+//! - [`row_cache`]: decoded sibling sets in front of the LSM.
 //! - [`api`]: the client protocols, RESP ([`api::resp`]) and HTTP/JSON ([`api::http`]).
 //! - [`metrics`]: the node's Prometheus registry, also read by `INFO`.
 //! - [`server`]: starts the listeners and runs the node until a signal stops it.
@@ -13,6 +14,7 @@ pub mod error;
 pub mod metrics;
 pub mod node;
 pub mod replica;
+pub mod row_cache;
 pub mod server;
 
 pub use config::{Config, DurabilityMode, Overrides};

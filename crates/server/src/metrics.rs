@@ -105,6 +105,8 @@ pub struct Metrics {
     pub storage_disk_full_refusals: Counter,
     pub storage_disk_bytes: Gauge,
     pub storage_poisoned: Gauge,
+    /// Bytes held by the row cache of decoded sibling sets.
+    pub row_cache_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -134,6 +136,7 @@ impl Metrics {
         let storage_disk_full_refusals = Counter::default();
         let storage_disk_bytes = Gauge::default();
         let storage_poisoned = Gauge::default();
+        let row_cache_bytes = Gauge::default();
         registry.register("ops", "Completed key-value operations", ops.clone());
         registry.register(
             "op_seconds",
@@ -201,6 +204,11 @@ impl Metrics {
             "1 when a failed fsync has stopped all writes (restart the node)",
             storage_poisoned.clone(),
         );
+        registry.register(
+            "row_cache_bytes",
+            "Bytes held by the cache of decoded sibling sets",
+            row_cache_bytes.clone(),
+        );
         Metrics {
             registry,
             ops,
@@ -218,6 +226,7 @@ impl Metrics {
             storage_disk_full_refusals,
             storage_disk_bytes,
             storage_poisoned,
+            row_cache_bytes,
         }
     }
 

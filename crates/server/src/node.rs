@@ -35,7 +35,8 @@ pub struct WriteOptions {
 /// The answer to a read: every surviving version and the context to write back with.
 #[derive(Debug, Clone)]
 pub struct ReadResult {
-    pub set: SiblingSet,
+    /// Shared with the row cache: reads do not copy the set.
+    pub set: Arc<SiblingSet>,
     /// Replicas whose answers were merged.
     pub replicas: Vec<NodeId>,
 }
@@ -123,7 +124,13 @@ impl Node {
     /// A node over a given store (in-memory in tests).
     pub async fn with_store(config: &Config, store: Store) -> Result<Node, NodeError> {
         let node_id = resolve_node_id(config, &store).await?;
-        let replica = Replica::open(node_id, store, config.limits(), config.partitions)?;
+        let replica = Replica::open(
+            node_id,
+            store,
+            config.limits(),
+            config.partitions,
+            config.row_cache_bytes,
+        )?;
         let metrics = Metrics::new();
         metrics.keys.set(replica.live_keys() as i64);
         let op_handles = [Op::Get, Op::Put, Op::Delete].map(|op| {
@@ -377,6 +384,8 @@ impl Node {
         m.storage_disk_bytes.set(stats.disk_bytes as i64);
         m.storage_poisoned.set(stats.poisoned as i64);
         m.keys.set(self.inner.replica.live_keys() as i64);
+        m.row_cache_bytes
+            .set(self.inner.replica.cache_bytes() as i64);
         m.render()
     }
 

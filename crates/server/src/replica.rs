@@ -10,12 +10,14 @@
 //! [`Replica::merge`] on the other replicas (replication, read repair, hints, anti-entropy).
 
 use crate::error::NodeError;
+use crate::row_cache::RowCache;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use ringkv_core::keys::{data_key, split_data_key};
 use ringkv_core::{Context, KeyHash, Limits, NodeId, SiblingSet};
 use ringkv_storage::{Keyspace, StorageError, Store, WriteBatch};
 use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 
 /// Stripes of the per-key write lock. Collisions only serialise unrelated keys briefly.
 const LOCK_STRIPES: usize = 1024;
@@ -41,6 +43,7 @@ pub struct Replica {
     limits: Limits,
     partitions: u32,
     stripes: Vec<Mutex<()>>,
+    cache: RowCache,
     /// Keys holding at least one live value; exact, maintained on every write.
     live_keys: AtomicI64,
 }
@@ -52,6 +55,7 @@ impl Replica {
         store: Store,
         limits: Limits,
         partitions: u32,
+        row_cache_bytes: u64,
     ) -> Result<Replica, NodeError> {
         let replica = Replica {
             node_id,
@@ -59,6 +63,7 @@ impl Replica {
             limits,
             partitions,
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
+            cache: RowCache::new(row_cache_bytes),
             live_keys: AtomicI64::new(0),
         };
         let live = replica.count_live_keys()?;
@@ -79,8 +84,18 @@ impl Replica {
     }
 
     /// The key's sibling set; empty when the key was never written.
-    pub fn read(&self, key: &[u8]) -> Result<SiblingSet, NodeError> {
-        self.read_record(&data_key(key, self.partitions))
+    pub fn read(&self, key: &[u8]) -> Result<Arc<SiblingSet>, NodeError> {
+        let record_key = data_key(key, self.partitions);
+        if let Some(set) = self.cache.get(&record_key) {
+            return Ok(set);
+        }
+        let _guard = self.lock_keys(std::iter::once(key));
+        self.read_record(&record_key)
+    }
+
+    /// Bytes held by the row cache.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache.weight()
     }
 
     /// Applies client writes coordinated by this node, atomically and with one durability wait.
@@ -99,7 +114,7 @@ impl Replica {
                 let slot = match work.iter().position(|(k, _, _)| *k == record_key) {
                     Some(slot) => slot,
                     None => {
-                        let set = self.read_record(&record_key)?;
+                        let set = SiblingSet::clone(&*self.read_record(&record_key)?);
                         work.push((record_key, !set.is_deleted(), set));
                         work.len() - 1
                     }
@@ -126,11 +141,14 @@ impl Replica {
             }
             let mut batch = WriteBatch::new();
             let mut live_delta = 0i64;
-            for (record_key, was_live, set) in work {
-                live_delta += !set.is_deleted() as i64 - was_live as i64;
-                batch.put(Keyspace::Data, record_key, set.encode());
+            for (record_key, was_live, set) in &work {
+                live_delta += !set.is_deleted() as i64 - *was_live as i64;
+                batch.put(Keyspace::Data, record_key.clone(), set.encode());
             }
             let ticket = self.store.write(&batch)?;
+            for (record_key, _, set) in work {
+                self.cache.insert(record_key, Arc::new(set));
+            }
             self.live_keys.fetch_add(live_delta, Ordering::Relaxed);
             (ticket, written)
         };
@@ -143,13 +161,14 @@ impl Replica {
         let record_key = data_key(key, self.partitions);
         let (ticket, merged) = {
             let _guards = self.lock_keys(std::iter::once(key));
-            let mut set = self.read_record(&record_key)?;
+            let mut set = SiblingSet::clone(&*self.read_record(&record_key)?);
             let was_live = !set.is_deleted();
             set.merge(incoming);
             set.prune(self.limits.max_clock_entries);
             let mut batch = WriteBatch::new();
-            batch.put(Keyspace::Data, record_key, set.encode());
+            batch.put(Keyspace::Data, record_key.clone(), set.encode());
             let ticket = self.store.write(&batch)?;
+            self.cache.insert(record_key, Arc::new(set.clone()));
             let delta = !set.is_deleted() as i64 - was_live as i64;
             self.live_keys.fetch_add(delta, Ordering::Relaxed);
             (ticket, set)
@@ -158,16 +177,24 @@ impl Replica {
         Ok(merged)
     }
 
-    fn read_record(&self, record_key: &[u8]) -> Result<SiblingSet, NodeError> {
-        match self.store.get(Keyspace::Data, record_key)? {
-            None => Ok(SiblingSet::new()),
+    /// The set stored under `record_key`, through the row cache. Call with the key's stripe lock
+    /// held, so a miss cannot put back a set older than a concurrent write's.
+    fn read_record(&self, record_key: &[u8]) -> Result<Arc<SiblingSet>, NodeError> {
+        if let Some(set) = self.cache.get(record_key) {
+            return Ok(set);
+        }
+        let set = match self.store.get(Keyspace::Data, record_key)? {
+            None => SiblingSet::new(),
             Some(bytes) => SiblingSet::decode(&bytes).map_err(|e| {
                 NodeError::Storage(StorageError::Corrupt {
                     keyspace: "data",
                     detail: e.to_string(),
                 })
-            }),
-        }
+            })?,
+        };
+        let set = Arc::new(set);
+        self.cache.insert(record_key.to_vec(), set.clone());
+        Ok(set)
     }
 
     /// Locks the stripes of `keys` in index order, so two multi-key writes cannot deadlock.
@@ -216,4 +243,88 @@ pub fn now_ms() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ringkv_storage::StoreOptions;
+
+    fn replica(cache_bytes: u64) -> Arc<Replica> {
+        let store = Store::in_memory(StoreOptions::default());
+        Arc::new(
+            Replica::open(
+                NodeId::new("n1").unwrap(),
+                store,
+                Limits::default(),
+                1024,
+                cache_bytes,
+            )
+            .unwrap(),
+        )
+    }
+
+    fn stored(r: &Replica, key: &[u8]) -> SiblingSet {
+        match r.store.get(Keyspace::Data, &data_key(key, 1024)).unwrap() {
+            Some(b) => SiblingSet::decode(&b).unwrap(),
+            None => SiblingSet::new(),
+        }
+    }
+
+    /// Readers racing writers on a few hot keys never leave the row cache holding anything but
+    /// what storage holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn row_cache_stays_coherent_with_storage_under_concurrency() {
+        let r = replica(1 << 20);
+        let keys: Vec<Bytes> = (0..4).map(|i| Bytes::from(format!("hot{i}"))).collect();
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let r = r.clone();
+            let keys = keys.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..200 {
+                    let key = keys[(t + i) % keys.len()].clone();
+                    if (t + i) % 3 == 0 {
+                        r.read(&key).unwrap();
+                    } else {
+                        let op = WriteOp {
+                            key,
+                            value: Some(Bytes::from(format!("{t}-{i}"))),
+                            context: None,
+                        };
+                        r.apply_write(&[op]).await.unwrap();
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        for key in &keys {
+            assert_eq!(*r.read(key).unwrap(), stored(&r, key));
+        }
+    }
+
+    #[tokio::test]
+    async fn cache_off_and_on_give_the_same_answers() {
+        for bytes in [0, 1 << 20] {
+            let r = replica(bytes);
+            let op = |v: Option<&str>| WriteOp {
+                key: Bytes::from_static(b"k"),
+                value: v.map(|v| Bytes::from(v.to_string())),
+                context: None,
+            };
+            r.apply_write(&[op(Some("a")), op(Some("b"))])
+                .await
+                .unwrap();
+            assert_eq!(
+                r.read(b"k").unwrap().winner().unwrap().value.as_deref(),
+                Some(&b"b"[..])
+            );
+            r.apply_write(&[op(None)]).await.unwrap();
+            assert!(r.read(b"k").unwrap().is_deleted());
+            assert_eq!(r.live_keys(), 0);
+            assert_eq!(*r.read(b"k").unwrap(), stored(&r, b"k"));
+        }
+    }
 }
