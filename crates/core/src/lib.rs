@@ -6,6 +6,8 @@
 //!
 //! - [`version`]: the seed's "inconsistency resolution": vector clocks kept as dotted version
 //!   vectors, sibling sets, and the opaque causal context handed to clients.
+//! - [`coordinator`]: quorum bookkeeping of one read or write (sans-IO state machines), read
+//!   repair, and the peer messages of both paths.
 //! - [`consistency`]: per-request `r` and `w` levels.
 //! - [`keys`]: key hashing, partitions of the ring, and the storage key layout.
 //! - [`limits`]: the data model's bounds (key and value size, siblings, clock entries).
@@ -13,6 +15,7 @@
 //! - [`ring`]: partition ownership by weight, and preference lists over data centers and racks.
 
 pub mod consistency;
+pub mod coordinator;
 pub mod keys;
 pub mod limits;
 pub mod node_id;
@@ -20,6 +23,7 @@ pub mod ring;
 pub mod version;
 
 pub use consistency::{Consistency, ConsistencyError};
+pub use coordinator::{GetCoordinator, GetOutcome, PutCoordinator, PutOutcome, QuorumError};
 pub use keys::{KeyHash, PartitionId};
 pub use limits::{LimitError, Limits};
 pub use node_id::{InvalidNodeId, NodeId};

@@ -148,6 +148,22 @@ proptest! {
         }
     }
 
+    /// A blind overwrite is a write with the set's own context.
+    #[test]
+    fn overwrite_is_write_with_own_context(
+        steps in prop::collection::vec(step(), 0..40),
+        at in 0..REPLICAS,
+    ) {
+        let r = run(&steps);
+        let mut a = r[at].clone();
+        let mut b = r[at].clone();
+        let ctx = b.context();
+        let da = a.overwrite(&node(at), Some(Bytes::from("x")), 999);
+        let db = b.write(&node(at), &ctx, Some(Bytes::from("x")), 999);
+        prop_assert_eq!(da, db);
+        prop_assert_eq!(a, b);
+    }
+
     /// Arbitrary text never panics the context decoder.
     #[test]
     fn context_decode_never_panics(s in ".{0,200}") {

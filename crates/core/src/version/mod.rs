@@ -4,7 +4,7 @@
 //! tombstone, each named by its [`Dot`] (the node that wrote it and that node's counter), plus one
 //! [`VersionVector`] that summarises everything the set has seen. This is the *dotted version
 //! vector set* of Preguiça et al. and Riak 2.0. The seed's examples read as plain vector clocks
-//! (D1 = ([Sx,1]) ... D5 = ([Sx,3],[Sy,1],[Sz,1])); the dot is what keeps them honest when two
+//! (D1 = (\[Sx,1\]) ... D5 = (\[Sx,3\],\[Sy,1\],\[Sz,1\])); the dot is what keeps them honest when two
 //! clients write over the same version through the same node: a plain server-keyed vector clock
 //! would make the second write look like a descendant of the first and drop it (a lost update).
 //!

@@ -122,6 +122,24 @@ impl SiblingSet {
         dot
     }
 
+    /// A blind write (no client context, e.g. Redis `SET`): exactly `write` with this set's own
+    /// clock as the context, so it supersedes every version here, without building that context.
+    pub fn overwrite(&mut self, node: &NodeId, value: Option<Bytes>, now_ms: u64) -> Dot {
+        self.versions.clear();
+        let counter = self.clock.get(node) + 1;
+        self.clock.witness(node, counter, now_ms);
+        let dot = Dot {
+            node: node.clone(),
+            counter,
+        };
+        self.versions.push(Version {
+            dot: dot.clone(),
+            value,
+            timestamp_ms: now_ms,
+        });
+        dot
+    }
+
     /// Merges another replica's set into this one. A version survives when the other side holds
     /// it too or has not seen it (its clock does not cover the dot); a version the other side has
     /// seen and no longer holds was superseded there.
