@@ -5,6 +5,12 @@
 
 mod client;
 
+// mimalloc over glibc malloc: allocation and free were ~16% of the node's CPU under a SET load
+// (perf, docs/benchmarks.md); mimalloc's thread-local free lists cut that for the many small,
+// short-lived buffers of a request.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use clap::{Args, Parser, Subcommand};
 use ringkv_server::{Config, DurabilityMode, Overrides};
 use std::path::PathBuf;

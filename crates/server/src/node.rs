@@ -61,7 +61,7 @@ impl ReadResult {
 #[derive(Debug, Clone)]
 pub struct WriteResult {
     /// The key's sibling set after the write, on the coordinator.
-    pub set: SiblingSet,
+    pub set: Arc<SiblingSet>,
     /// Replicas that acknowledged the write durably.
     pub acked_by: Vec<NodeId>,
 }

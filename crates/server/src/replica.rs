@@ -33,8 +33,8 @@ pub struct WriteOp {
 /// What a write left behind.
 #[derive(Debug, Clone)]
 pub struct Written {
-    /// The key's sibling set after the write.
-    pub set: SiblingSet,
+    /// The key's sibling set after the write (shared with the row cache, not copied).
+    pub set: Arc<SiblingSet>,
 }
 
 pub struct Replica {
@@ -108,11 +108,18 @@ impl Replica {
             // Working sets by record key, in first-seen order: within one batch a key may repeat
             // (MSET a 1 a 2) and later ops must see earlier ones.
             let mut work: Vec<(Vec<u8>, bool, SiblingSet)> = Vec::new();
-            let mut written = Vec::with_capacity(ops.len());
+            // Per op: its key's slot in `work`, and a snapshot only when a later op of the batch
+            // changes the same key again (otherwise the op's result is the slot's final set).
+            let mut per_op: Vec<(usize, Option<Arc<SiblingSet>>)> = Vec::with_capacity(ops.len());
             for op in ops {
                 let record_key = data_key(&op.key, self.partitions);
                 let slot = match work.iter().position(|(k, _, _)| *k == record_key) {
-                    Some(slot) => slot,
+                    Some(slot) => {
+                        if let Some(prev) = per_op.iter_mut().rev().find(|(s, _)| *s == slot) {
+                            prev.1 = Some(Arc::new(work[slot].2.clone()));
+                        }
+                        slot
+                    }
                     None => {
                         let set = SiblingSet::clone(&*self.read_record(&record_key)?);
                         work.push((record_key, !set.is_deleted(), set));
@@ -120,8 +127,10 @@ impl Replica {
                     }
                 };
                 let set = &mut work[slot].2;
-                let context = op.context.clone().unwrap_or_else(|| set.context());
-                set.write(&self.node_id, &context, op.value.clone(), now);
+                match &op.context {
+                    Some(context) => set.write(&self.node_id, context, op.value.clone(), now),
+                    None => set.overwrite(&self.node_id, op.value.clone(), now),
+                };
                 set.prune(self.limits.max_clock_entries);
                 let siblings = set.versions().len();
                 if siblings > self.limits.max_siblings {
@@ -137,7 +146,7 @@ impl Replica {
                         "key has many siblings: a client is writing without contexts"
                     );
                 }
-                written.push(Written { set: set.clone() });
+                per_op.push((slot, None));
             }
             let mut batch = WriteBatch::new();
             let mut live_delta = 0i64;
@@ -146,10 +155,21 @@ impl Replica {
                 batch.put(Keyspace::Data, record_key.clone(), set.encode());
             }
             let ticket = self.store.write(&batch)?;
-            for (record_key, _, set) in work {
-                self.cache.insert(record_key, Arc::new(set));
-            }
+            let finals: Vec<Arc<SiblingSet>> = work
+                .into_iter()
+                .map(|(record_key, _, set)| {
+                    let set = Arc::new(set);
+                    self.cache.insert(record_key, set.clone());
+                    set
+                })
+                .collect();
             self.live_keys.fetch_add(live_delta, Ordering::Relaxed);
+            let written = per_op
+                .into_iter()
+                .map(|(slot, snapshot)| Written {
+                    set: snapshot.unwrap_or_else(|| finals[slot].clone()),
+                })
+                .collect::<Vec<_>>();
             (ticket, written)
         };
         self.store.durable(ticket).await?;
