@@ -11,6 +11,8 @@
 //! - [`consistency`]: per-request `r` and `w` levels.
 //! - [`keys`]: key hashing, partitions of the ring, and the storage key layout.
 //! - [`limits`]: the data model's bounds (key and value size, siblings, clock entries).
+//! - [`membership`]: the gossip member table and failure detector (heartbeats, two-source
+//!   down), which gives the ring its members.
 //! - [`node_id`]: the name of a node as it appears in clocks and membership.
 //! - [`ring`]: partition ownership by weight, and preference lists over data centers and racks.
 
@@ -18,6 +20,7 @@ pub mod consistency;
 pub mod coordinator;
 pub mod keys;
 pub mod limits;
+pub mod membership;
 pub mod node_id;
 pub mod ring;
 pub mod version;
@@ -26,6 +29,9 @@ pub use consistency::{Consistency, ConsistencyError};
 pub use coordinator::{GetCoordinator, GetOutcome, PutCoordinator, PutOutcome, QuorumError};
 pub use keys::{KeyHash, PartitionId};
 pub use limits::{LimitError, Limits};
+pub use membership::{
+    Generation, GossipConfig, GossipMessage, Member, MemberStatus, Membership, MembershipError,
+};
 pub use node_id::{InvalidNodeId, NodeId};
 pub use ring::{NodeLoad, Ring, RingError, RingMember};
 pub use version::{
