@@ -6,6 +6,7 @@
 //! - [`row_cache`]: decoded sibling sets in front of the LSM.
 //! - [`api`]: the client protocols, RESP ([`api::resp`]) and HTTP/JSON ([`api::http`]).
 //! - [`metrics`]: the node's Prometheus registry, also read by `INFO`.
+//! - [`peer`]: the authenticated, multiplexed transport between cluster members (port 7381).
 //! - [`server`]: starts the listeners and runs the node until a signal stops it.
 
 pub mod api;
@@ -13,6 +14,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod node;
+pub mod peer;
 pub mod replica;
 pub mod row_cache;
 pub mod server;
