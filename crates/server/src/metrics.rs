@@ -98,6 +98,8 @@ pub struct Metrics {
     pub keys: Gauge,
     /// Writes that left a key at or past the sibling warning threshold.
     pub sibling_warnings: Counter,
+    /// Read repairs sent: one per stale replica a read found (RESP `INFO` shows it too).
+    pub read_repairs: Counter,
     /// Storage figures, copied from the store when scraped.
     pub storage_writes: Counter,
     pub storage_fsyncs: Counter,
@@ -130,6 +132,7 @@ impl Metrics {
         let connections_refused = Family::<ApiLabels, Counter>::default();
         let keys = Gauge::default();
         let sibling_warnings = Counter::default();
+        let read_repairs = Counter::default();
         let storage_writes = Counter::default();
         let storage_fsyncs = Counter::default();
         let storage_corrupt_reads = Counter::default();
@@ -173,6 +176,11 @@ impl Metrics {
             "sibling_warnings",
             "Writes that left a key at or past the sibling warning threshold",
             sibling_warnings.clone(),
+        );
+        registry.register(
+            "read_repairs",
+            "Stale replicas sent the merged sibling set after a read",
+            read_repairs.clone(),
         );
         registry.register(
             "storage_writes",
@@ -220,6 +228,7 @@ impl Metrics {
             connections_refused,
             keys,
             sibling_warnings,
+            read_repairs,
             storage_writes,
             storage_fsyncs,
             storage_corrupt_reads,
@@ -280,4 +289,5 @@ pub const ERROR_KINDS: &[&str] = &[
     "siblings",
     "output_buffer",
     "unavailable",
+    "timeout",
 ];

@@ -7,6 +7,14 @@ use crate::NodeId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Largest counter a client context may carry. Honest counters count writes to one key through
+/// one node and stay tiny; the bound leaves 2^62 increments of headroom below
+/// [`MAX_STORED_COUNTER`], so a forged context can never push a key's clock to overflow.
+pub const MAX_CONTEXT_COUNTER: u64 = 1 << 62;
+
+/// Largest counter a decoded (stored or peer-sent) clock or dot may hold.
+pub const MAX_STORED_COUNTER: u64 = 1 << 63;
+
 /// One clock entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClockEntry {
@@ -131,6 +139,11 @@ impl VersionVector {
         for (_, node) in candidates.into_iter().take(excess) {
             self.entries.remove(&node);
         }
+    }
+
+    /// The largest counter in the clock (0 when empty).
+    pub fn max_counter(&self) -> u64 {
+        self.entries.values().map(|e| e.counter).max().unwrap_or(0)
     }
 
     /// Counters only, for the client-facing context.

@@ -12,7 +12,7 @@
 //! The checksum catches truncation and corruption, not malice: a client can always forge a
 //! context that claims to have seen more, which only makes its own write supersede more.
 
-use super::VersionVector;
+use super::{VersionVector, MAX_CONTEXT_COUNTER};
 use crate::NodeId;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -45,6 +45,8 @@ pub enum ContextError {
     UnknownFormat(u8),
     #[error("invalid context: more than {MAX_CONTEXT_ENTRIES} entries")]
     TooManyEntries,
+    #[error("invalid context: counter out of range")]
+    CounterOutOfRange,
     #[error("invalid context: malformed ({0})")]
     Malformed(String),
 }
@@ -112,6 +114,11 @@ impl Context {
         }
         let mut clock = VersionVector::new();
         for (node, counter) in pairs {
+            // A forged counter near u64::MAX would make the next write's dot overflow (found by
+            // the `context` fuzz target).
+            if counter > MAX_CONTEXT_COUNTER {
+                return Err(ContextError::CounterOutOfRange);
+            }
             let node = NodeId::new(node).map_err(|e| ContextError::Malformed(e.to_string()))?;
             clock.witness(&node, counter, 0);
         }

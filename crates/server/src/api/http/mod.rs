@@ -60,6 +60,13 @@ use axum::routing::get;
 use axum::Router;
 use errors::{ApiError, ErrorKind};
 
+/// Not an API: the key-path decoder (a refusal as the status a client gets), for the fuzz
+/// targets and `tests/decoders_never_panic.rs`.
+#[doc(hidden)]
+pub fn decode_key_path(path: &str, limits: &ringkv_core::Limits) -> Result<Vec<u8>, u16> {
+    key_path::key_from_path(path, limits).map_err(|e| e.into_response().status().as_u16())
+}
+
 /// The HTTP API's routes over `node`. [`serve()`] runs it on a socket; tests call it in-process.
 pub fn router(node: Node) -> Router {
     let kv = get(kv::get).put(kv::put).delete(kv::delete);

@@ -143,6 +143,7 @@ pub async fn serve_with(
         let _ = stream.set_nodelay(true);
         connections.spawn(serve_connection(
             stream,
+            node.clone(),
             builder.clone(),
             app.clone(),
             options,
@@ -166,6 +167,7 @@ fn refuse(stream: TcpStream) {
 /// Runs one connection to its end. `_slot` holds its place under the connection cap.
 async fn serve_connection(
     stream: TcpStream,
+    node: Node,
     builder: http1::Builder,
     app: Router,
     options: ServeOptions,
@@ -191,6 +193,13 @@ async fn serve_connection(
     };
     if let Err(e) = result {
         // Timeouts, parse errors (already answered with 400/431) and resets: the client's doing.
+        // hyper answers these itself, before any handler runs, so they are counted here
+        // (BAD-INPUT: every refused input is visible in metrics).
         tracing::debug!(error = %e, "http connection ended with an error");
+        if e.is_parse() || e.is_parse_too_large() {
+            node.metrics().client_error(Api::Http, "protocol");
+        } else if e.is_timeout() {
+            node.metrics().client_error(Api::Http, "timeout");
+        }
     }
 }

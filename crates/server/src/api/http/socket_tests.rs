@@ -173,6 +173,17 @@ async fn header_floods_and_giant_headers_get_431_and_close() {
     let mut s = connect(server.addr, giant.as_bytes()).await;
     assert_eq!(read_response(&mut s).await.status, 431);
     assert!(rest_until_closed(&mut s, PATIENCE).await.is_some());
+    // hyper refused both before any handler ran; they are still counted.
+    let refused = server
+        .node
+        .metrics()
+        .client_errors
+        .get_or_create(&crate::metrics::ErrorLabels {
+            api: crate::metrics::Api::Http,
+            kind: "protocol",
+        })
+        .get();
+    assert_eq!(refused, 2, "both header floods are counted");
 
     // The server is fine afterwards.
     let mut s = connect(server.addr, &request("GET", "/healthz", b"")).await;

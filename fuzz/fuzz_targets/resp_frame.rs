@@ -1,0 +1,4 @@
+//! Fuzz target `resp_frame`: see `fuzz/src/lib.rs` for what it checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ringkv_fuzz::resp_frame(data));

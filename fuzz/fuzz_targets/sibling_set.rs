@@ -1,0 +1,4 @@
+//! Fuzz target `sibling_set`: see `fuzz/src/lib.rs` for what it checks.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ringkv_fuzz::sibling_set(data));
