@@ -25,8 +25,6 @@ mod clock;
 mod context;
 mod siblings;
 
-pub use clock::{
-    Causality, ClockEntry, VersionVector, MAX_CONTEXT_COUNTER, MAX_STORED_COUNTER,
-};
+pub use clock::{Causality, ClockEntry, VersionVector, MAX_CONTEXT_COUNTER, MAX_STORED_COUNTER};
 pub use context::{Context, ContextError, MAX_CONTEXT_ENTRIES, MAX_CONTEXT_LEN};
 pub use siblings::{DecodeError, Dot, SiblingSet, Version};

@@ -189,7 +189,12 @@ impl SiblingSet {
                     .map_err(|e| DecodeError::Malformed(e.to_string()))?;
                 // Counters near u64::MAX would overflow the next write's dot (found by the
                 // `sibling_set` fuzz target); nothing honest comes near the bound.
-                let dots = set.versions.iter().map(|v| v.dot.counter).max().unwrap_or(0);
+                let dots = set
+                    .versions
+                    .iter()
+                    .map(|v| v.dot.counter)
+                    .max()
+                    .unwrap_or(0);
                 if set.clock.max_counter().max(dots) > MAX_STORED_COUNTER {
                     return Err(DecodeError::Malformed("counter out of range".into()));
                 }
