@@ -85,6 +85,11 @@ pub struct Config {
     pub row_cache_bytes: u64,
     /// Writes are refused, before any ack, when the data directory's disk has less free space.
     pub min_free_bytes: u64,
+    /// Gossip period: one membership tick (heartbeat bump and exchange) every this many ms.
+    pub gossip_interval_ms: u64,
+    /// How long a coordinator waits for W acks or R replies (and a forwarder for the
+    /// coordinator) before answering Unavailable.
+    pub request_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -119,6 +124,8 @@ impl Default for Config {
             cache_bytes: 64 * 1024 * 1024,
             row_cache_bytes: 64 * 1024 * 1024,
             min_free_bytes: 64 * 1024 * 1024,
+            gossip_interval_ms: 1000,
+            request_timeout_ms: 2000,
         }
     }
 }
@@ -159,6 +166,8 @@ pub struct Overrides {
     pub partitions: Option<u32>,
     pub max_value_bytes: Option<usize>,
     pub max_connections: Option<usize>,
+    pub gossip_interval_ms: Option<u64>,
+    pub request_timeout_ms: Option<u64>,
 }
 
 impl Config {
@@ -198,7 +207,9 @@ impl Config {
             r,
             partitions,
             max_value_bytes,
-            max_connections
+            max_connections,
+            gossip_interval_ms,
+            request_timeout_ms
         );
         if o.node_id.is_some() {
             self.node_id = o.node_id;
@@ -255,6 +266,9 @@ impl Config {
         if self.max_connections == 0 {
             return bad("max_connections must be at least 1".into());
         }
+        if self.gossip_interval_ms == 0 || self.request_timeout_ms == 0 {
+            return bad("gossip_interval_ms and request_timeout_ms must be at least 1".into());
+        }
         if self.durability == DurabilityMode::Periodic && self.sync_interval_ms == 0 {
             return bad("sync_interval_ms must be at least 1".into());
         }
@@ -269,6 +283,14 @@ impl Config {
             max_siblings: self.max_siblings,
             max_clock_entries: self.max_clock_entries,
         }
+    }
+
+    pub fn gossip_interval(&self) -> Duration {
+        Duration::from_millis(self.gossip_interval_ms)
+    }
+
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_millis(self.request_timeout_ms)
     }
 
     pub fn sync_interval(&self) -> Duration {

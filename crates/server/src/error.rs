@@ -19,9 +19,21 @@ pub enum NodeError {
     /// writing back with its context. Nothing was written.
     #[error("too many siblings for this key ({siblings} > {max}): read it and write back with its context to resolve them")]
     TooManySiblings { siblings: usize, max: usize },
-    /// Not enough replicas answered in time. Retry later; a write may have been stored on some.
+    /// Not enough replicas answered a read in time (or a level cannot be met by the replicas
+    /// that exist). Retry later.
     #[error("not enough replicas answered: needed {needed}, got {got}")]
     Unavailable { needed: usize, got: usize },
+    /// A write did not reach its quorum in time. No rollback (Dynamo): it may still have been
+    /// stored on some replicas. Retry with the context you read.
+    #[error(
+        "not enough replicas acknowledged: needed {needed}, got {got}; \
+         the write may still have been stored on some replicas"
+    )]
+    WriteUnavailable { needed: usize, got: usize },
+    /// The replica that coordinated a forwarded write refused it (a limit, a bad context, too
+    /// many siblings). Fix the request.
+    #[error("rejected by the coordinating replica: {0}")]
+    Rejected(String),
     /// Storage refused or failed: disk full (retry when space frees), corruption, poisoned.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -39,18 +51,30 @@ impl NodeError {
         match self {
             NodeError::Limit(_) => "limit",
             NodeError::InvalidContext(_) => "context",
-            NodeError::Consistency(_) => "argument",
+            NodeError::Consistency(_) | NodeError::Rejected(_) => "argument",
             NodeError::TooManySiblings { .. } => "siblings",
-            NodeError::Unavailable { .. } | NodeError::ShuttingDown => "unavailable",
+            NodeError::Unavailable { .. }
+            | NodeError::WriteUnavailable { .. }
+            | NodeError::ShuttingDown => "unavailable",
             NodeError::Storage(_) | NodeError::Startup(_) => "storage",
         }
     }
 
     /// Worth retrying unchanged (later, or elsewhere).
+    /// `(needed, got)` of a quorum error.
+    pub fn quorum(&self) -> Option<(usize, usize)> {
+        match *self {
+            NodeError::Unavailable { needed, got }
+            | NodeError::WriteUnavailable { needed, got } => Some((needed, got)),
+            _ => None,
+        }
+    }
+
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
             NodeError::Unavailable { .. }
+                | NodeError::WriteUnavailable { .. }
                 | NodeError::ShuttingDown
                 | NodeError::Storage(StorageError::DiskFull { .. })
         )

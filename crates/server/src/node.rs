@@ -1,11 +1,16 @@
 //! The node: what every client API calls. It checks a request against the limits and the
 //! consistency levels, runs it against the replica, and counts it.
 //!
-//! Today a node is a cluster of one: it is the only replica of every key, so the effective
-//! replication factor is 1 and every consistency level up to `n` is met by its own answer
-//! (a level above `n` is refused). The cluster issue puts the coordinator between this API and
-//! the replica; the API the client layers see stays the same.
+//! A node that knows no other member (no seeds, nothing persisted) is a cluster of one: it is
+//! the only replica of every key, every consistency level up to `n` is met by its own answer,
+//! and a multi-key write (MSET, DEL k1 k2) is one atomic batch. Once the ring holds other
+//! members, each key goes through the coordinator shell ([`crate::cluster::replication`]): the
+//! key's preference list, forwarding, W durable acks, R replies and read repair. A multi-key
+//! write is then split into per-key coordinated writes, applied in order, and answers OK only
+//! if every one reached its quorum (the first failure is returned; keys before it stay
+//! written): there is no cross-key atomicity in a Dynamo-style cluster.
 
+use crate::cluster::{gossip, replication, Cluster};
 use crate::config::{Config, DurabilityMode};
 use crate::error::NodeError;
 use crate::metrics::{Metrics, Op, OpLabels};
@@ -109,6 +114,7 @@ struct Inner {
     op_handles: [(Counter, Histogram); 3],
     started: Instant,
     shutting_down: AtomicBool,
+    cluster: Cluster,
 }
 
 const META_NODE_ID: &[u8] = b"node_id";
@@ -125,12 +131,14 @@ impl Node {
     pub async fn with_store(config: &Config, store: Store) -> Result<Node, NodeError> {
         let node_id = resolve_node_id(config, &store).await?;
         let replica = Replica::open(
-            node_id,
+            node_id.clone(),
             store,
             config.limits(),
             config.partitions,
             config.row_cache_bytes,
         )?;
+        let membership = gossip::open(config, replica.store(), node_id).await?;
+        let cluster = Cluster::new(membership, config.partitions);
         let metrics = Metrics::new();
         metrics.keys.set(replica.live_keys() as i64);
         let op_handles = [Op::Get, Op::Put, Op::Delete].map(|op| {
@@ -148,6 +156,7 @@ impl Node {
                 op_handles,
                 started: Instant::now(),
                 shutting_down: AtomicBool::new(false),
+                cluster,
             }),
         })
     }
@@ -172,9 +181,34 @@ impl Node {
         self.inner.replica.store()
     }
 
-    /// Replicas a key has in this cluster: min(n, members). One member today.
+    /// Membership, ring and peer client.
+    pub fn cluster(&self) -> &Cluster {
+        &self.inner.cluster
+    }
+
+    pub(crate) fn replica(&self) -> &Replica {
+        &self.inner.replica
+    }
+
+    /// Brings the live-keys gauge up to date after a replica-side change.
+    pub(crate) fn note_keys(&self) {
+        self.inner
+            .metrics
+            .keys
+            .set(self.inner.replica.live_keys() as i64);
+    }
+
+    /// Replicas a key has in this cluster: min(n, members of the ring).
     pub fn replicas_per_key(&self) -> usize {
-        self.inner.config.n.min(1)
+        self.inner
+            .config
+            .n
+            .min(self.inner.cluster.ring().members().len())
+    }
+
+    /// True when the ring holds other members: requests go through the coordinator shell.
+    fn in_cluster(&self) -> bool {
+        self.inner.cluster.ring().members().len() > 1
     }
 
     /// Replicas that must answer a read at `level` (`None` = the configured `r`).
@@ -213,7 +247,12 @@ impl Node {
     pub async fn get(&self, key: &[u8], opts: ReadOptions) -> Result<ReadResult, NodeError> {
         let started = Instant::now();
         self.limits().check_key(key)?;
-        self.required_replies(opts.r)?;
+        let r = self.required_replies(opts.r)?;
+        if self.in_cluster() {
+            let result = replication::read(self, Bytes::copy_from_slice(key), r).await?;
+            self.count(Op::Get, started);
+            return Ok(result);
+        }
         let set = self.inner.replica.read(key)?;
         self.count(Op::Get, started);
         Ok(ReadResult {
@@ -250,9 +289,18 @@ impl Node {
         context: Option<Context>,
         opts: WriteOptions,
     ) -> Result<Option<WriteResult>, NodeError> {
+        let mut context = context;
         if context.is_none() {
             self.limits().check_key(&key)?;
-            if self.inner.replica.read(&key)?.is_deleted() {
+            if self.in_cluster() {
+                // The local copy may be stale or absent: ask the replicas, and delete exactly
+                // what they hold (the read's context), not what this node happens to know.
+                let read = self.get(&key, ReadOptions::default()).await?;
+                if read.is_missing() {
+                    return Ok(None);
+                }
+                context = Some(read.context());
+            } else if self.inner.replica.read(&key)?.is_deleted() {
                 return Ok(None);
             }
         }
@@ -280,9 +328,22 @@ impl Node {
         let limits = self.limits();
         let mut seen = std::collections::HashSet::with_capacity(keys.len());
         let mut ops = Vec::new();
+        let cluster = self.in_cluster();
         for key in keys {
             limits.check_key(&key)?;
-            if seen.insert(key.clone()) && !self.inner.replica.read(&key)?.is_deleted() {
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            if cluster {
+                let read = self.get(&key, ReadOptions::default()).await?;
+                if !read.is_missing() {
+                    ops.push(WriteOp {
+                        key,
+                        value: None,
+                        context: Some(read.context()),
+                    });
+                }
+            } else if !self.inner.replica.read(&key)?.is_deleted() {
                 ops.push(WriteOp {
                     key,
                     value: None,
@@ -315,7 +376,10 @@ impl Node {
                 limits.check_value_len(v.len())?;
             }
         }
-        self.required_acks(opts.w)?;
+        let w = self.required_acks(opts.w)?;
+        if self.in_cluster() {
+            return self.write_cluster(ops, w, started).await;
+        }
         let written = self.inner.replica.apply_write(&ops).await?;
         let m = &self.inner.metrics;
         m.keys.set(self.inner.replica.live_keys() as i64);
@@ -340,6 +404,32 @@ impl Node {
                 acked_by: vec![me.clone()],
             })
             .collect())
+    }
+
+    /// A multi-key write in cluster mode: one coordinated write per key, in order; the first
+    /// failure ends it (see the module doc).
+    async fn write_cluster(
+        &self,
+        ops: Vec<WriteOp>,
+        w: usize,
+        started: Instant,
+    ) -> Result<Vec<WriteResult>, NodeError> {
+        let mut results = Vec::with_capacity(ops.len());
+        for op in ops {
+            let kind = if op.value.is_some() {
+                Op::Put
+            } else {
+                Op::Delete
+            };
+            let result = replication::write_one(self, op, w).await?;
+            if result.set.versions().len() >= self.limits().sibling_warn {
+                self.inner.metrics.sibling_warnings.inc();
+            }
+            self.count(kind, started);
+            results.push(result);
+        }
+        self.note_keys();
+        Ok(results)
     }
 
     fn count(&self, op: Op, started: Instant) {

@@ -5,8 +5,14 @@
 //! refuse new writes and make everything written durable (periodic mode's window), then close
 //! storage. A write acknowledged in `sync` mode was already durable before its ack.
 
+use crate::cluster::{gossip, replication};
+use crate::peer::{
+    tags, ClientOptions, ClusterSecret, PeerClient, PeerIdentity, PeerServer, ServerOptions,
+    TagRouter,
+};
 use crate::{api, Config, Node};
 use anyhow::Context as _;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -19,6 +25,7 @@ pub struct Running {
     pub node: Node,
     pub resp_addr: std::net::SocketAddr,
     pub http_addr: std::net::SocketAddr,
+    pub peer_addr: std::net::SocketAddr,
     shutdown: CancellationToken,
     tasks: tokio::task::JoinSet<std::io::Result<()>>,
 }
@@ -35,16 +42,49 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let http = TcpListener::bind(&config.http_addr)
         .await
         .with_context(|| format!("cannot listen for HTTP on {}", config.http_addr))?;
+    let peer = TcpListener::bind(&config.peer_addr)
+        .await
+        .with_context(|| format!("cannot listen for peers on {}", config.peer_addr))?;
     let resp_addr = resp.local_addr()?;
     let http_addr = http.local_addr()?;
+    let peer_addr = peer.local_addr()?;
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
+
+    // The peer side: one identity (the persisted node id and the cluster secret) for the
+    // listener and the client; gossip and replica traffic each on their own tag.
+    let identity = PeerIdentity::new(
+        node.node_id().clone(),
+        ClusterSecret::from_config(config.cluster_secret.as_deref()),
+    );
+    let client = PeerClient::new(identity.clone(), ClientOptions::default());
+    let cluster = node.cluster().clone();
+    cluster.set_client(client.clone());
+    let router = TagRouter::new()
+        .route(
+            tags::GOSSIP,
+            gossip::handler(cluster.clone(), client.clone()),
+        )
+        .route(tags::REPLICA, replication::handler(node.clone()));
+    let peer_server = PeerServer::new(identity, Arc::new(router), ServerOptions::default());
+    let peer_shutdown = shutdown.clone();
+    tasks.spawn(async move { peer_server.serve(peer, peer_shutdown).await });
+    tasks.spawn(gossip::run(
+        cluster,
+        client,
+        node.store().clone(),
+        config.gossip_interval(),
+        shutdown.clone(),
+    ));
+
     tasks.spawn(api::resp::serve(resp, node.clone(), shutdown.clone()));
     tasks.spawn(api::http::serve(http, node.clone(), shutdown.clone()));
     tracing::info!(
         node_id = %node.node_id(),
         %resp_addr,
         %http_addr,
+        %peer_addr,
+        seeds = ?config.seeds,
         data_dir = %config.data_dir.display(),
         durability = ?config.durability,
         "ringkv node started"
@@ -53,6 +93,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         node,
         resp_addr,
         http_addr,
+        peer_addr,
         shutdown,
         tasks,
     })

@@ -1,9 +1,7 @@
 //! What operators and orchestrators read: `/healthz`, `/metrics`, `/v1/cluster`, `/v1/ring`.
 //!
-//! Every figure comes from the node's live state ([`Node::info`], the config it runs with, its
-//! metrics registry). Today the cluster is this one node, so the member list has one entry that
-//! holds every partition; when membership lands these handlers read it instead, and the JSON
-//! shapes stay the same.
+//! Every figure comes from the node's live state ([`Node::info`], the gossip membership and the
+//! ring built from it, its metrics registry).
 
 use crate::Node;
 use axum::extract::State;
@@ -41,45 +39,70 @@ pub(crate) async fn metrics(State(node): State<Node>) -> Response {
         .into_response()
 }
 
-/// The cluster as this node sees it.
+/// The cluster as this node sees it: every member of the gossip table with this node's view of
+/// its health, and the partitions the current ring gives it.
 pub(crate) async fn cluster(State(node): State<Node>) -> Response {
     let info = node.info();
-    let config = node.config();
-    let me = json!({
-        "id": info.node_id.as_str(),
-        "resp_addr": config.resp_addr,
-        "http_addr": config.http_addr,
-        "peer_addr": config.peer_addr,
-        "dc": config.dc,
-        "rack": config.rack,
-        "weight": config.weight,
-        "status": "up",
-        "keys": info.keys,
-        "partitions_held": info.partitions,
-    });
+    let cluster = node.cluster();
+    let ring = cluster.ring();
+    let tick_ms = node.config().gossip_interval_ms;
+    let members: Vec<_> = cluster
+        .view()
+        .into_iter()
+        .map(|v| {
+            let m = &v.member;
+            let mut entry = json!({
+                "id": m.id.as_str(),
+                "peer_addr": m.peer_addr,
+                "resp_addr": m.resp_addr,
+                "http_addr": m.http_addr,
+                "dc": m.dc,
+                "rack": m.rack,
+                "weight": m.weight,
+                "status": m.status.as_str(),
+                "generation": m.generation.0,
+                "heartbeat": m.heartbeat,
+                "down": v.down,
+                "suspected": v.suspected,
+                "self": v.is_self,
+                "heartbeat_age_ms": v.heartbeat_age.0.saturating_mul(tick_ms),
+                "partitions_held": ring.partitions_of(&m.id).len(),
+            });
+            if v.is_self {
+                // Only this node's key count is known here.
+                entry["keys"] = json!(info.keys);
+            }
+            entry
+        })
+        .collect();
     axum::Json(json!({
         "node_id": info.node_id.as_str(),
         "version": info.version,
         "n": info.n,
         "r": info.r,
         "w": info.w,
+        "replicas_per_key": node.replicas_per_key(),
         "partitions": info.partitions,
         "durability": info.durability,
-        "members": [me],
+        "members": members,
     }))
     .into_response()
 }
 
-/// Partition ownership: how many of the Q partitions each node holds, and its share.
+/// Partition ownership from the current ring: how many of the Q partitions each node owns
+/// (first of their preference list) and its share; `load` adds, per node, the partitions it is
+/// a replica of at the effective N, and the share its weight aims at.
 pub(crate) async fn ring(State(node): State<Node>) -> Response {
-    let partitions = node.config().partitions;
+    let ring = node.cluster().ring();
+    let summary = ring.summary(node.replicas_per_key());
+    let nodes: Vec<_> = summary
+        .iter()
+        .map(|l| json!({ "id": l.id.as_str(), "partitions": l.primary, "share": l.share }))
+        .collect();
     axum::Json(json!({
-        "partitions": partitions,
-        "nodes": [{
-            "id": node.node_id().as_str(),
-            "partitions": partitions,
-            "share": 1.0,
-        }],
+        "partitions": ring.partitions(),
+        "nodes": nodes,
+        "load": summary,
     }))
     .into_response()
 }

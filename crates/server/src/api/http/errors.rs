@@ -56,10 +56,14 @@ pub(crate) fn node_error_status(err: &NodeError) -> StatusCode {
         // The key travels in the URI, so an over-long key is an over-long URI.
         NodeError::Limit(LimitError::KeyTooLarge { .. }) => StatusCode::URI_TOO_LONG,
         NodeError::Limit(LimitError::ValueTooLarge { .. }) => StatusCode::PAYLOAD_TOO_LARGE,
-        NodeError::InvalidContext(_) | NodeError::Consistency(_) => StatusCode::BAD_REQUEST,
+        NodeError::InvalidContext(_) | NodeError::Consistency(_) | NodeError::Rejected(_) => {
+            StatusCode::BAD_REQUEST
+        }
         // The key's state conflicts with the write: resolve the siblings first.
         NodeError::TooManySiblings { .. } => StatusCode::CONFLICT,
-        NodeError::Unavailable { .. } | NodeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        NodeError::Unavailable { .. }
+        | NodeError::WriteUnavailable { .. }
+        | NodeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         NodeError::Storage(StorageError::DiskFull { .. }) => StatusCode::INSUFFICIENT_STORAGE,
         // The store is closed only while the node stops: like ShuttingDown, retry elsewhere.
         NodeError::Storage(StorageError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
@@ -118,7 +122,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut body = json!({ "error": self.message() });
-        if let ApiError::Node(NodeError::Unavailable { needed, got }) = &self {
+        if let Some((needed, got)) = match &self {
+            ApiError::Node(e) => e.quorum(),
+            _ => None,
+        } {
             body["needed"] = json!(needed);
             body["got"] = json!(got);
         }

@@ -132,6 +132,7 @@ fn render(cx: &Ctx<'_>, wanted: &[bool]) -> String {
                     line!("errors_{kind}:{count}");
                 }
                 line!("sibling_warnings:{}", m.sibling_warnings.get());
+                line!("read_repairs:{}", m.read_repairs.get());
             }
             "replication" => {
                 line!("# Replication");

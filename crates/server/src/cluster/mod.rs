@@ -1,0 +1,158 @@
+//! The cluster as this node sees it: the gossip membership, the ring built from it, and the peer
+//! client that reaches the other members. The pure state machines live in `ringkv_core`
+//! (`membership`, `ring`, `coordinator`); this module owns the shared state the IO shell needs
+//! around them, and its submodules are the tasks that drive them:
+//!
+//! - [`gossip`]: ticks [`Membership`] every `gossip_interval_ms`, sends its envelopes on tag
+//!   `GOSSIP`, feeds received ones to `step`, persists generation and member list in `meta`.
+//! - [`replication`]: the coordinator shell of client reads and writes (preference lists,
+//!   `PutCoordinator`, `GetCoordinator`, forwarding, read repair) and the replica side of tag
+//!   `REPLICA`.
+//!
+//! # Locks
+//! `Membership` sits behind a `parking_lot::Mutex`, held only for one pure call (never across an
+//! await): the gossip task, the gossip handler and the HTTP status pages all take it briefly.
+//! The ring is an `Arc<Ring>` behind an `RwLock`, swapped whole when the membership epoch
+//! changes, so a request clones the `Arc` once and routes on a stable ring.
+//!
+//! IMPLEMENTATION CAVEATS
+//! - No partition streaming yet: a new node goes `Joining -> Up` at once, so right after a join
+//!   it owns partitions whose data it does not hold; reads still reach R of N replicas and read
+//!   repair fills it in, but an R=1 read from the new node alone can miss a value until then.
+//! - Advertised addresses are the configured listener addresses: a node listening on
+//!   `0.0.0.0` advertises that, which peers cannot dial. Configure routable addresses.
+
+pub mod gossip;
+pub mod replication;
+
+use crate::peer::PeerClient;
+use parking_lot::{Mutex, RwLock};
+use ringkv_core::membership::{GossipConfig, Ticks};
+use ringkv_core::{Member, Membership, NodeId, Ring};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// Shared cluster state. Cheap to clone.
+#[derive(Clone)]
+pub struct Cluster {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    membership: Mutex<Membership>,
+    ring: RwLock<(u64, Arc<Ring>)>,
+    partitions: u32,
+    /// Gossip ticks so far: the logical clock `Membership` runs on.
+    ticks: AtomicU64,
+    /// Set when the member table changed in a way worth persisting (epoch, status, generation).
+    dirty: AtomicBool,
+    /// Set by `server::start` once the peer listener runs; `None` in in-process API tests.
+    client: OnceLock<PeerClient>,
+    next_request: AtomicU64,
+}
+
+impl Cluster {
+    /// Wraps a membership (already holding this node's record and any persisted members).
+    pub fn new(membership: Membership, partitions: u32) -> Cluster {
+        let ring = Self::build_ring(&membership, partitions);
+        let epoch = membership.epoch();
+        Cluster {
+            inner: Arc::new(Inner {
+                membership: Mutex::new(membership),
+                ring: RwLock::new((epoch, ring)),
+                partitions,
+                ticks: AtomicU64::new(0),
+                dirty: AtomicBool::new(true),
+                client: OnceLock::new(),
+                next_request: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    fn build_ring(m: &Membership, partitions: u32) -> Arc<Ring> {
+        let mut members = m.ring_members();
+        if members.is_empty() {
+            // Only when this node itself is `Left`: keep routing to itself rather than to nobody.
+            members.push(m.me().ring_member());
+        }
+        Arc::new(Ring::build(&members, partitions).expect("ring of valid members builds"))
+    }
+
+    /// The ring as of the latest membership epoch.
+    pub fn ring(&self) -> Arc<Ring> {
+        self.inner.ring.read().1.clone()
+    }
+
+    /// Runs `f` on the membership, then rebuilds the ring if the epoch moved.
+    pub fn with_membership<T>(&self, f: impl FnOnce(&mut Membership, Ticks) -> T) -> T {
+        let now = self.now();
+        let mut m = self.inner.membership.lock();
+        let out = f(&mut m, now);
+        let epoch = m.epoch();
+        if epoch != self.inner.ring.read().0 {
+            let ring = Self::build_ring(&m, self.inner.partitions);
+            *self.inner.ring.write() = (epoch, ring);
+            self.inner.dirty.store(true, Ordering::Release);
+            tracing::info!(epoch, members = m.ring_members().len(), "ring rebuilt");
+        }
+        out
+    }
+
+    /// The current logical time.
+    pub fn now(&self) -> Ticks {
+        Ticks(self.inner.ticks.load(Ordering::Acquire))
+    }
+
+    /// Advances the logical clock by one tick and returns the new time.
+    pub(crate) fn advance(&self) -> Ticks {
+        Ticks(self.inner.ticks.fetch_add(1, Ordering::AcqRel) + 1)
+    }
+
+    pub(crate) fn mark_dirty(&self) {
+        self.inner.dirty.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn take_dirty(&self) -> bool {
+        self.inner.dirty.swap(false, Ordering::AcqRel)
+    }
+
+    /// A member's peer address, when it is in the table.
+    pub fn peer_addr(&self, id: &NodeId) -> Option<String> {
+        self.inner
+            .membership
+            .lock()
+            .get(id)
+            .map(|m| m.peer_addr.clone())
+    }
+
+    /// True when gossip marks `id` down or this node suspects it.
+    pub fn is_unhealthy(&self, id: &NodeId) -> bool {
+        let m = self.inner.membership.lock();
+        m.is_down(id) || m.is_suspected(id)
+    }
+
+    /// Members with this node's view of their health.
+    pub fn view(&self) -> Vec<ringkv_core::membership::MemberView> {
+        self.inner.membership.lock().view()
+    }
+
+    pub fn me(&self) -> Member {
+        self.inner.membership.lock().me().clone()
+    }
+
+    pub fn gossip_config(&self) -> GossipConfig {
+        self.inner.membership.lock().config().clone()
+    }
+
+    pub(crate) fn set_client(&self, client: PeerClient) {
+        let _ = self.inner.client.set(client);
+    }
+
+    pub(crate) fn client(&self) -> Option<&PeerClient> {
+        self.inner.client.get()
+    }
+
+    pub(crate) fn next_request(&self) -> ringkv_core::coordinator::RequestId {
+        ringkv_core::coordinator::RequestId(self.inner.next_request.fetch_add(1, Ordering::Relaxed))
+    }
+}

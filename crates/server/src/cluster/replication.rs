@@ -1,0 +1,502 @@
+//! The coordinator shell: carries out what the pure `ringkv_core::coordinator` state machines
+//! decide, over the peer transport (tag `REPLICA`), for client writes and reads in cluster mode.
+//!
+//! - **Write** ([`write_one`]): the key's preference list (N = `min(n, members)`) from the
+//!   ring; [`route_write`]: off the list, forward as `ForwardPut` to a replica (healthy ones
+//!   first; the next one only when the previous never saw the request); on the list,
+//!   `Replica::apply_write` (durable), then a `PutCoordinator` that replicates with
+//!   `PeerClient::call` and answers at W durable acks or at `request_timeout_ms`.
+//! - **Read** ([`read`]): a `GetCoordinator` over the N replicas (this node's own copy answered
+//!   from the replica directly) in a task of its own: the client gets the outcome at R replies,
+//!   and the task keeps listening until all N answered or the repair deadline, then sends the
+//!   merged set to each stale replica (`Repair`, counted in `read_repairs`).
+//! - **Replica side** ([`handler`]): `Replicate` -> `Replica::merge` (durable) -> ack; `Read` ->
+//!   the local set; `Repair` -> merge; `ForwardPut` -> coordinate as a local client write.
+//!
+//! A transport failure on a call counts as that replica refusing: the state machine then fails
+//! early when W or R can no longer be reached, instead of waiting for the deadline.
+//!
+//! IMPLEMENTATION CAVEATS
+//! - No sloppy quorum or hints (issue 4): a down replica simply does not answer.
+//! - A forward that timed out is not retried elsewhere: it may still be applied when the slow
+//!   node wakes up, so the client is told the write may have been stored.
+
+use super::Cluster;
+use crate::error::NodeError;
+use crate::node::{Node, ReadResult, WriteResult};
+use crate::peer::{tags, PeerRequest};
+use crate::replica::WriteOp;
+use bytes::Bytes;
+use ringkv_core::coordinator::{
+    route_write, Envelope, ForwardPut, ForwardPutReply, ForwardedPut, GetRequest, Message,
+    PutRequest, ReadReply, ReplicaError, ReplicateAck, Route,
+};
+use ringkv_core::{
+    Context, GetCoordinator, GetOutcome, NodeId, PutCoordinator, PutOutcome, SiblingSet,
+};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+
+type Replies = mpsc::UnboundedSender<(NodeId, Message)>;
+
+/// Milliseconds since `t0`: the state machines' clock for one request.
+fn ms_since(t0: Instant, at: Instant) -> u64 {
+    at.saturating_duration_since(t0).as_millis() as u64
+}
+
+/// One client write in cluster mode: coordinated here, or forwarded to a replica.
+pub(crate) async fn write_one(
+    node: &Node,
+    op: WriteOp,
+    w: usize,
+) -> Result<WriteResult, NodeError> {
+    let deadline = Instant::now() + node.config().request_timeout();
+    let pref = node
+        .cluster()
+        .ring()
+        .preference_list_for_key(&op.key, node.replicas_per_key());
+    match route_write(&pref, node.node_id()) {
+        Route::Local => {
+            let (set, outcome) = coordinate(node, op, w, pref, deadline).await?;
+            match outcome {
+                PutOutcome::Acked { acked_by } => Ok(WriteResult { set, acked_by }),
+                PutOutcome::Failed { needed, got, .. } => {
+                    Err(NodeError::WriteUnavailable { needed, got })
+                }
+            }
+        }
+        Route::Forward(_) => forward(node, op, w, pref, deadline).await,
+        Route::NoReplica => Err(NodeError::WriteUnavailable { needed: w, got: 0 }),
+    }
+}
+
+/// Applies a write here (durably), then replicates it until W acks or the deadline. Returns the
+/// key's set after the local write and the quorum outcome.
+async fn coordinate(
+    node: &Node,
+    op: WriteOp,
+    w: usize,
+    replicas: Vec<NodeId>,
+    deadline: Instant,
+) -> Result<(Arc<SiblingSet>, PutOutcome), NodeError> {
+    let key = op.key.clone();
+    let set = node
+        .replica()
+        .apply_write(std::slice::from_ref(&op))
+        .await?
+        .remove(0)
+        .set;
+    let t0 = Instant::now();
+    let cluster = node.cluster();
+    let mut put = PutCoordinator::new(PutRequest {
+        request: cluster.next_request(),
+        coordinator: node.node_id().clone(),
+        key,
+        set: SiblingSet::clone(&set),
+        others: replicas,
+        w,
+        deadline_ms: ms_since(t0, deadline),
+    });
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for env in put.drain_outbound() {
+        spawn_call(cluster, env, deadline, tx.clone());
+    }
+    drop(tx);
+    loop {
+        if let Some(outcome) = put.outcome() {
+            // Replicates still in flight keep going in their own tasks (see the coordinator's
+            // quorum semantics): they are stored and acked, and change nothing here.
+            return Ok((set, outcome.clone()));
+        }
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some((from, Message::ReplicateAck(ack))) => { put.step(&from, ack); }
+                Some(_) => {}
+                None => put.tick(u64::MAX),
+            },
+            _ = tokio::time::sleep_until(deadline) => put.tick(ms_since(t0, Instant::now())),
+        }
+    }
+}
+
+/// Sends a client write to a replica of its key. Healthy replicas are tried first; the next
+/// one only when the previous certainly never saw the request.
+async fn forward(
+    node: &Node,
+    op: WriteOp,
+    w: usize,
+    pref: Vec<NodeId>,
+    deadline: Instant,
+) -> Result<WriteResult, NodeError> {
+    let cluster = node.cluster();
+    let Some(client) = cluster.client() else {
+        return Err(NodeError::WriteUnavailable { needed: w, got: 0 });
+    };
+    let (healthy, unhealthy): (Vec<_>, Vec<_>) =
+        pref.into_iter().partition(|id| !cluster.is_unhealthy(id));
+    for target in healthy.into_iter().chain(unhealthy) {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            break;
+        }
+        let Some(addr) = cluster.peer_addr(&target) else {
+            continue;
+        };
+        // The coordinator answers a little before our own deadline, so its reply (even a
+        // failure with its count of acks) reaches us instead of a bare timeout.
+        let budget = remaining - remaining / 10;
+        let env = Envelope {
+            from: node.node_id().clone(),
+            to: target.clone(),
+            msg: Message::ForwardPut(ForwardPut {
+                request: cluster.next_request(),
+                key: op.key.clone(),
+                value: op.value.clone(),
+                context: op.context.as_ref().map(Context::encode),
+                w: w as u32,
+                timeout_ms: budget.as_millis() as u64,
+            }),
+        };
+        match client
+            .call(&addr, tags::REPLICA, Bytes::from(env.encode()), remaining)
+            .await
+        {
+            Ok((_, bytes)) => {
+                let reply = Envelope::decode(&bytes).map_err(|e| {
+                    tracing::warn!(%target, error = %e, "malformed forward reply");
+                    NodeError::WriteUnavailable { needed: w, got: 0 }
+                })?;
+                let Message::ForwardPutReply(ForwardPutReply { result, .. }) = reply.msg else {
+                    return Err(NodeError::WriteUnavailable { needed: w, got: 0 });
+                };
+                return match result {
+                    Ok(ForwardedPut {
+                        set,
+                        outcome: PutOutcome::Acked { acked_by },
+                    }) => Ok(WriteResult {
+                        set: Arc::new(set),
+                        acked_by,
+                    }),
+                    Ok(ForwardedPut {
+                        outcome: PutOutcome::Failed { needed, got, .. },
+                        ..
+                    }) => Err(NodeError::WriteUnavailable { needed, got }),
+                    Err(ReplicaError::Rejected(m)) => Err(NodeError::Rejected(m)),
+                    // Storage failed or the node is stopping before the write was applied.
+                    Err(e) => {
+                        tracing::debug!(%target, error = %e, "forward refused, trying the next replica");
+                        continue;
+                    }
+                };
+            }
+            Err(e) if !e.maybe_delivered() => {
+                tracing::debug!(%target, error = %e, "forward not delivered, trying the next replica");
+            }
+            Err(e) => {
+                tracing::debug!(%target, error = %e, "forward outcome unknown");
+                return Err(NodeError::WriteUnavailable { needed: w, got: 0 });
+            }
+        }
+    }
+    Err(NodeError::WriteUnavailable { needed: w, got: 0 })
+}
+
+/// One client read in cluster mode: the outcome at R replies; read repair continues in the
+/// background.
+pub(crate) async fn read(node: &Node, key: Bytes, r: usize) -> Result<ReadResult, NodeError> {
+    let t0 = Instant::now();
+    let timeout = node.config().request_timeout();
+    let deadline = t0 + timeout;
+    let replicas = node
+        .cluster()
+        .ring()
+        .preference_list_for_key(&key, node.replicas_per_key());
+    let get = GetCoordinator::new(GetRequest {
+        request: node.cluster().next_request(),
+        coordinator: node.node_id().clone(),
+        key,
+        replicas,
+        r,
+        deadline_ms: ms_since(t0, deadline),
+        // Slow replicas get as long again to answer, so they can be repaired too.
+        repair_deadline_ms: ms_since(t0, deadline + timeout),
+    });
+    let (otx, orx) = oneshot::channel();
+    tokio::spawn(drive_get(node.clone(), get, t0, otx));
+    match orx.await {
+        Ok(GetOutcome::Done { set, replied }) => Ok(ReadResult {
+            set: Arc::new(set),
+            replicas: replied,
+        }),
+        Ok(GetOutcome::Failed { needed, got }) => Err(NodeError::Unavailable { needed, got }),
+        Err(_) => Err(NodeError::Unavailable { needed: r, got: 0 }),
+    }
+}
+
+/// Runs a read to its end: answers the client through `answer` at the outcome, then sends the
+/// read repairs once every replica answered or the repair deadline passed.
+async fn drive_get(
+    node: Node,
+    mut get: GetCoordinator,
+    t0: Instant,
+    answer: oneshot::Sender<GetOutcome>,
+) {
+    let cluster = node.cluster().clone();
+    let me = node.node_id().clone();
+    let mut answer = Some(answer);
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    loop {
+        for env in get.drain_outbound() {
+            match env.msg {
+                Message::Read(read) if env.to == me => {
+                    let result = node
+                        .replica()
+                        .read(&read.key)
+                        .map(|s| SiblingSet::clone(&s))
+                        .map_err(replica_error);
+                    let reply = ReadReply {
+                        request: read.request,
+                        result,
+                    };
+                    let _ = tx.send((me.clone(), Message::ReadReply(reply)));
+                }
+                Message::Read(_) => {
+                    let deadline = t0 + Duration::from_millis(get.next_deadline().unwrap_or(0));
+                    spawn_call(&cluster, env, deadline, tx.clone());
+                }
+                Message::Repair(repair) => {
+                    node.metrics().read_repairs.inc();
+                    if env.to == me {
+                        let node = node.clone();
+                        tokio::spawn(async move {
+                            if let Err(e) = node.replica().merge(&repair.key, &repair.set).await {
+                                tracing::warn!(error = %e, "local read repair failed");
+                            }
+                        });
+                    } else {
+                        let env = Envelope {
+                            from: env.from,
+                            to: env.to,
+                            msg: Message::Repair(repair),
+                        };
+                        send_one_way(&cluster, env);
+                    }
+                }
+                _ => {}
+            }
+        }
+        if let Some(outcome) = get.outcome() {
+            if let Some(a) = answer.take() {
+                let _ = a.send(outcome.clone());
+            }
+        }
+        let Some(next) = get.next_deadline() else {
+            return;
+        };
+        let at = t0 + Duration::from_millis(next);
+        tokio::select! {
+            Some((from, msg)) = rx.recv() => {
+                if let Message::ReadReply(reply) = msg {
+                    get.step(&from, reply);
+                }
+            }
+            _ = tokio::time::sleep_until(at) => get.tick(ms_since(t0, Instant::now())),
+        }
+    }
+}
+
+/// Calls the envelope's target and hands its reply (or, on a transport failure, a refusal) to
+/// `replies`.
+fn spawn_call(cluster: &Cluster, env: Envelope, deadline: Instant, replies: Replies) {
+    let addr = cluster.peer_addr(&env.to);
+    let client = cluster.client().cloned();
+    tokio::spawn(async move {
+        let to = env.to.clone();
+        let failed = |why: String| refusal(&env.msg, why);
+        let msg = match (addr, client) {
+            (Some(addr), Some(client)) => {
+                let timeout = deadline.saturating_duration_since(Instant::now());
+                match client
+                    .call(&addr, tags::REPLICA, Bytes::from(env.encode()), timeout)
+                    .await
+                {
+                    Ok((who, bytes)) if who == to => match Envelope::decode(&bytes) {
+                        Ok(reply) => reply.msg,
+                        Err(e) => failed(e.to_string()),
+                    },
+                    Ok((who, _)) => failed(format!("{addr} is now node {who}, not {to}")),
+                    Err(e) => failed(e.to_string()),
+                }
+            }
+            _ => failed("no peer address or transport".into()),
+        };
+        let _ = replies.send((to, msg));
+    });
+}
+
+/// The answer a replica that could not be reached is counted as.
+fn refusal(msg: &Message, why: String) -> Message {
+    let result = Err(ReplicaError::Rejected(format!("unreachable: {why}")));
+    match msg {
+        Message::Read(m) => Message::ReadReply(ReadReply {
+            request: m.request,
+            result,
+        }),
+        other => Message::ReplicateAck(ReplicateAck {
+            request: other.request(),
+            result: result.map(|_: SiblingSet| ()),
+        }),
+    }
+}
+
+fn send_one_way(cluster: &Cluster, env: Envelope) {
+    let (Some(addr), Some(client)) = (cluster.peer_addr(&env.to), cluster.client().cloned()) else {
+        return;
+    };
+    tokio::spawn(async move {
+        if let Err(e) = client
+            .send(&addr, tags::REPLICA, Bytes::from(env.encode()))
+            .await
+        {
+            tracing::debug!(%addr, error = %e, "read repair not sent");
+        }
+    });
+}
+
+fn replica_error(e: NodeError) -> ReplicaError {
+    match e {
+        NodeError::ShuttingDown => ReplicaError::ShuttingDown,
+        NodeError::Storage(e) => ReplicaError::Storage(e.to_string()),
+        other => ReplicaError::Rejected(other.to_string()),
+    }
+}
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + 'static>>;
+
+/// The handler for tag `REPLICA`: the replica side of the read and write paths.
+pub fn handler(node: Node) -> impl Fn(PeerRequest) -> HandlerFuture + Send + Sync + 'static {
+    move |req: PeerRequest| {
+        let node = node.clone();
+        Box::pin(async move {
+            let env = Envelope::decode(&req.payload).map_err(|e| e.to_string())?;
+            // The transport proved who sent it; a payload that claims otherwise is refused.
+            if env.from != req.from {
+                return Err(format!("sender {} claims to be {}", req.from, env.from));
+            }
+            let msg = match answer(&node, env.msg).await {
+                Some(msg) => msg,
+                None => return Ok(Bytes::new()),
+            };
+            let reply = Envelope {
+                from: node.node_id().clone(),
+                to: env.from,
+                msg,
+            };
+            Ok(Bytes::from(reply.encode()))
+        }) as HandlerFuture
+    }
+}
+
+async fn answer(node: &Node, msg: Message) -> Option<Message> {
+    let stopping = node.is_shutting_down();
+    let check = |key: &[u8]| -> Result<(), ReplicaError> {
+        if stopping {
+            return Err(ReplicaError::ShuttingDown);
+        }
+        node.limits()
+            .check_key(key)
+            .map_err(|e| ReplicaError::Rejected(e.to_string()))
+    };
+    Some(match msg {
+        Message::Replicate(m) => {
+            let result = match check(&m.key) {
+                Ok(()) => node
+                    .replica()
+                    .merge(&m.key, &m.set)
+                    .await
+                    .map(|_| ())
+                    .map_err(replica_error),
+                Err(e) => Err(e),
+            };
+            node.note_keys();
+            Message::ReplicateAck(ReplicateAck {
+                request: m.request,
+                result,
+            })
+        }
+        Message::Read(m) => {
+            let result = check(&m.key).and_then(|()| {
+                node.replica()
+                    .read(&m.key)
+                    .map(|s| SiblingSet::clone(&s))
+                    .map_err(replica_error)
+            });
+            Message::ReadReply(ReadReply {
+                request: m.request,
+                result,
+            })
+        }
+        Message::Repair(m) => {
+            if check(&m.key).is_ok() {
+                if let Err(e) = node.replica().merge(&m.key, &m.set).await {
+                    tracing::warn!(error = %e, "read repair failed");
+                }
+                node.note_keys();
+            }
+            return None;
+        }
+        Message::ForwardPut(f) => Message::ForwardPutReply(ForwardPutReply {
+            request: f.request,
+            result: coordinate_forwarded(node, f).await,
+        }),
+        // Replies travel as call answers, never as requests.
+        Message::ReplicateAck(_) | Message::ReadReply(_) | Message::ForwardPutReply(_) => {
+            return None
+        }
+    })
+}
+
+/// A forwarded client write, coordinated here as our own. Never forwarded again, even if our
+/// ring view says we are not a replica: views converge through gossip, a second hop could loop.
+async fn coordinate_forwarded(node: &Node, f: ForwardPut) -> Result<ForwardedPut, ReplicaError> {
+    if node.is_shutting_down() {
+        return Err(ReplicaError::ShuttingDown);
+    }
+    let limits = node.limits();
+    limits
+        .check_key(&f.key)
+        .map_err(|e| ReplicaError::Rejected(e.to_string()))?;
+    if let Some(v) = &f.value {
+        limits
+            .check_value_len(v.len())
+            .map_err(|e| ReplicaError::Rejected(e.to_string()))?;
+    }
+    let context = f
+        .context
+        .as_deref()
+        .map(Context::decode)
+        .transpose()
+        .map_err(|e| ReplicaError::Rejected(e.to_string()))?;
+    let deadline = Instant::now() + Duration::from_millis(f.timeout_ms);
+    let pref = node
+        .cluster()
+        .ring()
+        .preference_list_for_key(&f.key, node.replicas_per_key());
+    let op = WriteOp {
+        key: f.key,
+        value: f.value,
+        context,
+    };
+    let (set, outcome) = coordinate(node, op, f.w as usize, pref, deadline)
+        .await
+        .map_err(replica_error)?;
+    node.note_keys();
+    Ok(ForwardedPut {
+        set: SiblingSet::clone(&set),
+        outcome,
+    })
+}
