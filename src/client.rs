@@ -31,6 +31,14 @@ pub struct Connection {
 }
 
 impl Connection {
+    /// A connection to `http` without a password (the local cluster's nodes have none).
+    pub fn new(http: String) -> Connection {
+        Connection {
+            http,
+            password: None,
+        }
+    }
+
     fn request(&self, method: reqwest::Method, path: &str) -> anyhow::Result<RequestBuilder> {
         let client = Client::builder()
             .timeout(std::time::Duration::from_secs(30))
@@ -196,19 +204,30 @@ pub fn status(conn: &Connection) -> anyhow::Result<()> {
         bail!("the node reported no members");
     }
     println!(
-        "{:<20} {:<22} {:<8} {:<8} {:>6} {:<8} {:>10} {:>10}",
-        "ID", "ADDRESS", "DC", "RACK", "WEIGHT", "STATUS", "KEYS", "PARTITIONS"
+        "{:<16} {:<22} {:<22} {:<6} {:<6} {:>6} {:<8} {:<5} {:>9} {:>10}",
+        "ID", "PEER", "HTTP", "DC", "RACK", "WEIGHT", "STATUS", "DOWN", "HB AGE", "PARTITIONS"
     );
     for m in members {
+        let me = if m["self"].as_bool().unwrap_or(false) {
+            "*"
+        } else {
+            ""
+        };
         println!(
-            "{:<20} {:<22} {:<8} {:<8} {:>6} {:<8} {:>10} {:>10}",
-            text(&m["id"]),
+            "{:<16} {:<22} {:<22} {:<6} {:<6} {:>6} {:<8} {:<5} {:>9} {:>10}",
+            format!("{}{me}", text(&m["id"])),
             text(&m["peer_addr"]),
+            text(&m["http_addr"]),
             text(&m["dc"]),
             text(&m["rack"]),
             m["weight"],
             text(&m["status"]),
-            m["keys"],
+            if m["down"].as_bool().unwrap_or(false) {
+                "yes"
+            } else {
+                "no"
+            },
+            format!("{}ms", m["heartbeat_age_ms"].as_u64().unwrap_or(0)),
             m["partitions_held"]
         );
     }

@@ -1,9 +1,11 @@
 //! `ringkv`: the one binary. `ringkv server` runs a node; `get`, `put`, `delete`, `status` and
-//! `ring` talk to a running node over its HTTP API.
+//! `ring` talk to a running node over its HTTP API; `cluster up|status|down` runs a local
+//! cluster of node processes.
 //!
 //! Errors end here as `anyhow` with their context; everything below uses typed errors.
 
 mod client;
+mod local_cluster;
 
 // mimalloc over glibc malloc: allocation and free were ~16% of the node's CPU under a SET load
 // (perf, docs/benchmarks.md); mimalloc's thread-local free lists cut that for the many small,
@@ -75,6 +77,9 @@ enum Command {
         #[command(flatten)]
         conn: client::Connection,
     },
+    /// A local cluster of real node processes on loopback: up, status, down.
+    #[command(subcommand)]
+    Cluster(local_cluster::ClusterCommand),
 }
 
 /// Server flags. Each also reads its `RINGKV_*` environment variable; both beat the config file.
@@ -141,6 +146,12 @@ struct ServerArgs {
     /// Client connections per API [default: 4096].
     #[arg(long, env = "RINGKV_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Gossip period in milliseconds [default: 1000].
+    #[arg(long, env = "RINGKV_GOSSIP_INTERVAL_MS")]
+    gossip_interval_ms: Option<u64>,
+    /// How long a request waits for its W acks or R replies, in milliseconds [default: 2000].
+    #[arg(long, env = "RINGKV_REQUEST_TIMEOUT_MS")]
+    request_timeout_ms: Option<u64>,
 }
 
 impl ServerArgs {
@@ -166,6 +177,8 @@ impl ServerArgs {
             partitions: self.partitions,
             max_value_bytes: self.max_value_bytes,
             max_connections: self.max_connections,
+            gossip_interval_ms: self.gossip_interval_ms,
+            request_timeout_ms: self.request_timeout_ms,
         });
         config.validate()?;
         Ok(config)
@@ -200,6 +213,7 @@ fn main() -> anyhow::Result<()> {
         } => client::delete(&conn, &key, context.as_deref(), w.as_deref()),
         Command::Status { conn } => client::status(&conn),
         Command::Ring { conn } => client::ring(&conn),
+        Command::Cluster(cmd) => local_cluster::run(cmd),
     }
 }
 

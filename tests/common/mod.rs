@@ -14,7 +14,8 @@ pub struct NodeProc {
     pub http: SocketAddr,
     pub peer: SocketAddr,
     pub data_dir: PathBuf,
-    extra: Vec<String>,
+    /// Flags after the addresses; change them before [`NodeProc::restart`] (e.g. drop seeds).
+    pub extra: Vec<String>,
 }
 
 /// A loopback port that was free a moment ago.
@@ -174,4 +175,109 @@ pub fn require_tool(tool: &str) -> bool {
         eprintln!("\n*** SKIPPED: {tool} is not installed; install it to run this test ***\n");
     }
     found
+}
+
+/// A cluster of `ringkv server` processes on loopback: node `i` is `n{i+1}`, the first node is
+/// every other node's seed, all share a secret, and gossip ticks every 100 ms so membership
+/// settles in about a second. Every process is killed (after a SIGCONT) on drop.
+pub struct Cluster {
+    pub nodes: Vec<NodeProc>,
+    pub secret: String,
+    pub dir: tempfile::TempDir,
+}
+
+/// Gossip period the cluster tests use, in ms.
+pub const TEST_GOSSIP_MS: &str = "100";
+
+impl Cluster {
+    pub fn start(count: usize, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = format!("test-secret-{}", std::process::id());
+        let mut nodes: Vec<NodeProc> = Vec::new();
+        for i in 0..count {
+            let id = format!("n{}", i + 1);
+            let mut flags: Vec<String> = vec![
+                "--node-id".into(),
+                id,
+                "--cluster-secret".into(),
+                secret.clone(),
+                "--gossip-interval-ms".into(),
+                TEST_GOSSIP_MS.into(),
+                "--request-timeout-ms".into(),
+                "1000".into(),
+            ];
+            if let Some(seed) = nodes.first() {
+                flags.push("--seeds".into());
+                flags.push(seed.peer.to_string());
+            }
+            flags.extend(extra.iter().map(|s| s.to_string()));
+            let flags: Vec<&str> = flags.iter().map(|s| s.as_str()).collect();
+            nodes.push(NodeProc::start(
+                &dir.path().join(format!("n{}", i + 1)),
+                &flags,
+            ));
+        }
+        let cluster = Cluster { nodes, secret, dir };
+        let all: Vec<usize> = (0..count).collect();
+        cluster.wait_up(&all, count);
+        cluster
+    }
+
+    /// Waits (bounded, 20 s) until each node in `which` sees `members` members up and not down.
+    pub fn wait_up(&self, which: &[usize], members: usize) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for &i in which {
+            loop {
+                let up = self.members(i).map(|ms| {
+                    ms.iter()
+                        .filter(|m| {
+                            m["status"] == "up" && m["down"] == false && m["suspected"] == false
+                        })
+                        .count()
+                });
+                if up == Some(members) {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "node {i} did not see {members} members up within 20 s (saw {up:?})"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The member table node `i` serves on `/v1/cluster`, if it answers.
+    pub fn members(&self, i: usize) -> Option<Vec<serde_json::Value>> {
+        let body: serde_json::Value = http_client()
+            .get(self.nodes[i].url("/v1/cluster"))
+            .send()
+            .ok()?
+            .json()
+            .ok()?;
+        body["members"].as_array().cloned()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for n in &mut self.nodes {
+            // A stopped process must be continued, or a later kill leaves it lingering.
+            if n.child.is_some() {
+                let _ = Command::new("kill")
+                    .arg("-CONT")
+                    .arg(n.pid().to_string())
+                    .status();
+            }
+            n.kill9();
+        }
+    }
+}
+
+/// A blocking HTTP client with a bound on every request.
+pub fn http_client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
 }
