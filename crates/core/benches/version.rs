@@ -24,7 +24,9 @@ fn bench(c: &mut Criterion) {
     c.bench_function("decode 3-entry set", |b| {
         b.iter(|| SiblingSet::decode(black_box(&encoded)).unwrap())
     });
-    c.bench_function("encode 3-entry set", |b| b.iter(|| black_box(&set).encode()));
+    c.bench_function("encode 3-entry set", |b| {
+        b.iter(|| black_box(&set).encode())
+    });
     c.bench_function("blind overwrite (SET)", |b| {
         b.iter_batched(
             || set.clone(),
