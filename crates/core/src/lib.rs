@@ -8,6 +8,8 @@
 //!   vectors, sibling sets, and the opaque causal context handed to clients.
 //! - [`coordinator`]: quorum bookkeeping of one read or write (sans-IO state machines), read
 //!   repair, and the peer messages of both paths.
+//! - [`anti_entropy`]: per-partition Merkle trees and the sans-IO session that compares two
+//!   replicas' trees and exchanges only the differing keys' sibling sets.
 //! - [`consistency`]: per-request `r` and `w` levels.
 //! - [`keys`]: key hashing, partitions of the ring, and the storage key layout.
 //! - [`limits`]: the data model's bounds (key and value size, siblings, clock entries).
@@ -16,6 +18,7 @@
 //! - [`node_id`]: the name of a node as it appears in clocks and membership.
 //! - [`ring`]: partition ownership by weight, and preference lists over data centers and racks.
 
+pub mod anti_entropy;
 pub mod consistency;
 pub mod coordinator;
 pub mod keys;
@@ -25,6 +28,7 @@ pub mod node_id;
 pub mod ring;
 pub mod version;
 
+pub use anti_entropy::{AntiEntropySession, MerkleTree};
 pub use consistency::{Consistency, ConsistencyError};
 pub use coordinator::{GetCoordinator, GetOutcome, PutCoordinator, PutOutcome, QuorumError};
 pub use keys::{KeyHash, PartitionId};
