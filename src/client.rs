@@ -204,8 +204,18 @@ pub fn status(conn: &Connection) -> anyhow::Result<()> {
         bail!("the node reported no members");
     }
     println!(
-        "{:<16} {:<22} {:<22} {:<6} {:<6} {:>6} {:<8} {:<5} {:>9} {:>10}",
-        "ID", "PEER", "HTTP", "DC", "RACK", "WEIGHT", "STATUS", "DOWN", "HB AGE", "PARTITIONS"
+        "{:<16} {:<22} {:<22} {:<6} {:<6} {:>6} {:<8} {:<5} {:>9} {:>10} {:>7}",
+        "ID",
+        "PEER",
+        "HTTP",
+        "DC",
+        "RACK",
+        "WEIGHT",
+        "STATUS",
+        "DOWN",
+        "HB AGE",
+        "PARTITIONS",
+        "HINTS"
     );
     for m in members {
         let me = if m["self"].as_bool().unwrap_or(false) {
@@ -214,7 +224,7 @@ pub fn status(conn: &Connection) -> anyhow::Result<()> {
             ""
         };
         println!(
-            "{:<16} {:<22} {:<22} {:<6} {:<6} {:>6} {:<8} {:<5} {:>9} {:>10}",
+            "{:<16} {:<22} {:<22} {:<6} {:<6} {:>6} {:<8} {:<5} {:>9} {:>10} {:>7}",
             format!("{}{me}", text(&m["id"])),
             text(&m["peer_addr"]),
             text(&m["http_addr"]),
@@ -228,7 +238,9 @@ pub fn status(conn: &Connection) -> anyhow::Result<()> {
                 "no"
             },
             format!("{}ms", m["heartbeat_age_ms"].as_u64().unwrap_or(0)),
-            m["partitions_held"]
+            m["partitions_held"],
+            // Hints the answering node holds for this member, to deliver when it is back.
+            m["hints_pending"].as_u64().unwrap_or(0)
         );
     }
     Ok(())

@@ -90,6 +90,9 @@ pub struct Config {
     /// How long a coordinator waits for W acks or R replies (and a forwarder for the
     /// coordinator) before answering Unavailable.
     pub request_timeout_ms: u64,
+    /// Hints (writes a stand-in took for a down node) older than this are dropped undelivered;
+    /// anti-entropy repairs those keys. Counted from the hint's last update.
+    pub hint_window_secs: u64,
 }
 
 impl Default for Config {
@@ -126,6 +129,7 @@ impl Default for Config {
             min_free_bytes: 64 * 1024 * 1024,
             gossip_interval_ms: 1000,
             request_timeout_ms: 2000,
+            hint_window_secs: 3 * 60 * 60,
         }
     }
 }

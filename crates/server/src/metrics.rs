@@ -109,6 +109,14 @@ pub struct Metrics {
     pub storage_poisoned: Gauge,
     /// Bytes held by the row cache of decoded sibling sets.
     pub row_cache_bytes: Gauge,
+    /// Hints this node holds for other nodes, not yet delivered.
+    pub hints_pending: Gauge,
+    /// Hints stored (or merged into) for a down node by this stand-in.
+    pub hints_stored: Counter,
+    /// Hints delivered to their node and deleted here.
+    pub hints_delivered: Counter,
+    /// Hints deleted undelivered because they outlived `hint_window_secs`.
+    pub hints_dropped: Counter,
 }
 
 impl Default for Metrics {
@@ -140,6 +148,10 @@ impl Metrics {
         let storage_disk_bytes = Gauge::default();
         let storage_poisoned = Gauge::default();
         let row_cache_bytes = Gauge::default();
+        let hints_pending = Gauge::default();
+        let hints_stored = Counter::default();
+        let hints_delivered = Counter::default();
+        let hints_dropped = Counter::default();
         registry.register("ops", "Completed key-value operations", ops.clone());
         registry.register(
             "op_seconds",
@@ -217,6 +229,26 @@ impl Metrics {
             "Bytes held by the cache of decoded sibling sets",
             row_cache_bytes.clone(),
         );
+        registry.register(
+            "hints_pending",
+            "Hints held for other nodes, not yet delivered",
+            hints_pending.clone(),
+        );
+        registry.register(
+            "hints_stored",
+            "Writes stored as hints for a down node",
+            hints_stored.clone(),
+        );
+        registry.register(
+            "hints_delivered",
+            "Hints delivered to their node and deleted",
+            hints_delivered.clone(),
+        );
+        registry.register(
+            "hints_dropped",
+            "Hints deleted undelivered past the hint window",
+            hints_dropped.clone(),
+        );
         Metrics {
             registry,
             ops,
@@ -236,6 +268,10 @@ impl Metrics {
             storage_disk_bytes,
             storage_poisoned,
             row_cache_bytes,
+            hints_pending,
+            hints_stored,
+            hints_delivered,
+            hints_dropped,
         }
     }
 

@@ -10,6 +10,7 @@
 //! if every one reached its quorum (the first failure is returned; keys before it stay
 //! written): there is no cross-key atomicity in a Dynamo-style cluster.
 
+use crate::cluster::hints::Hints;
 use crate::cluster::{gossip, replication, Cluster};
 use crate::config::{Config, DurabilityMode};
 use crate::error::NodeError;
@@ -97,6 +98,8 @@ pub struct NodeInfo {
     pub r: usize,
     pub w: usize,
     pub partitions: u32,
+    /// Hints this node holds for other nodes, not yet delivered.
+    pub hints_pending: u64,
 }
 
 /// A running node. Cheap to clone.
@@ -115,6 +118,7 @@ struct Inner {
     started: Instant,
     shutting_down: AtomicBool,
     cluster: Cluster,
+    hints: Hints,
 }
 
 const META_NODE_ID: &[u8] = b"node_id";
@@ -138,9 +142,11 @@ impl Node {
             config.row_cache_bytes,
         )?;
         let membership = gossip::open(config, replica.store(), node_id).await?;
+        let hints = Hints::open(replica.store().clone(), config.partitions)?;
         let cluster = Cluster::new(membership, config.partitions);
         let metrics = Metrics::new();
         metrics.keys.set(replica.live_keys() as i64);
+        metrics.hints_pending.set(hints.total() as i64);
         let op_handles = [Op::Get, Op::Put, Op::Delete].map(|op| {
             let labels = OpLabels { op };
             (
@@ -157,6 +163,7 @@ impl Node {
                 started: Instant::now(),
                 shutting_down: AtomicBool::new(false),
                 cluster,
+                hints,
             }),
         })
     }
@@ -191,6 +198,16 @@ impl Node {
     }
 
     /// Brings the live-keys gauge up to date after a replica-side change.
+    /// Hints held here for other nodes (sloppy quorum).
+    pub(crate) fn hints(&self) -> &Hints {
+        &self.inner.hints
+    }
+
+    /// Hints held here for `target`, not yet delivered.
+    pub fn hints_pending_for(&self, target: &NodeId) -> u64 {
+        self.inner.hints.pending_for(target)
+    }
+
     pub(crate) fn note_keys(&self) {
         self.inner
             .metrics
@@ -460,6 +477,7 @@ impl Node {
             r: c.r,
             w: c.w,
             partitions: c.partitions,
+            hints_pending: self.inner.hints.total(),
         }
     }
 
@@ -474,6 +492,7 @@ impl Node {
         m.storage_disk_bytes.set(stats.disk_bytes as i64);
         m.storage_poisoned.set(stats.poisoned as i64);
         m.keys.set(self.inner.replica.live_keys() as i64);
+        m.hints_pending.set(self.inner.hints.total() as i64);
         m.row_cache_bytes
             .set(self.inner.replica.cache_bytes() as i64);
         m.render()

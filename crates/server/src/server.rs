@@ -5,7 +5,7 @@
 //! refuse new writes and make everything written durable (periodic mode's window), then close
 //! storage. A write acknowledged in `sync` mode was already durable before its ack.
 
-use crate::cluster::{gossip, replication};
+use crate::cluster::{gossip, handoff, replication};
 use crate::peer::{
     tags, ClientOptions, ClusterSecret, PeerClient, PeerIdentity, PeerServer, ServerOptions,
     TagRouter,
@@ -65,7 +65,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             tags::GOSSIP,
             gossip::handler(cluster.clone(), client.clone()),
         )
-        .route(tags::REPLICA, replication::handler(node.clone()));
+        .route(tags::REPLICA, replication::handler(node.clone()))
+        .route(tags::HANDOFF, handoff::handler(node.clone()));
     let peer_server = PeerServer::new(identity, Arc::new(router), ServerOptions::default());
     let peer_shutdown = shutdown.clone();
     tasks.spawn(async move { peer_server.serve(peer, peer_shutdown).await });
@@ -77,6 +78,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         shutdown.clone(),
     ));
 
+    tasks.spawn(handoff::run(node.clone(), shutdown.clone()));
     tasks.spawn(api::resp::serve(resp, node.clone(), shutdown.clone()));
     tasks.spawn(api::http::serve(http, node.clone(), shutdown.clone()));
     tracing::info!(

@@ -101,6 +101,10 @@ pub async fn run(
         send_all(&client, envelopes);
         for event in &events {
             log_event(event);
+            if matches!(event, Event::Recovered { .. } | Event::Restarted { .. }) {
+                // A member is back: deliver the hints kept for it now, not at the next sweep.
+                cluster.handoff_wake().notify_one();
+            }
         }
         if !events.is_empty() {
             cluster.mark_dirty();

@@ -7,7 +7,11 @@
 //!   `GOSSIP`, feeds received ones to `step`, persists generation and member list in `meta`.
 //! - [`replication`]: the coordinator shell of client reads and writes (preference lists,
 //!   `PutCoordinator`, `GetCoordinator`, forwarding, read repair) and the replica side of tag
-//!   `REPLICA`.
+//!   `REPLICA`, with sloppy quorum: a down replica's place goes to the next healthy node past
+//!   the preference list.
+//! - [`hints`]: the `hints` keyspace, where a stand-in keeps what it took for a down node.
+//! - [`handoff`]: tag `HANDOFF` (a stand-in's hinted writes, hint delivery) and the worker that
+//!   streams hints to their node once gossip shows it up again.
 //!
 //! # Locks
 //! `Membership` sits behind a `parking_lot::Mutex`, held only for one pure call (never across an
@@ -23,6 +27,8 @@
 //!   `0.0.0.0` advertises that, which peers cannot dial. Configure routable addresses.
 
 pub mod gossip;
+pub mod handoff;
+pub mod hints;
 pub mod replication;
 
 use crate::peer::PeerClient;
@@ -49,6 +55,8 @@ struct Inner {
     /// Set by `server::start` once the peer listener runs; `None` in in-process API tests.
     client: OnceLock<PeerClient>,
     next_request: AtomicU64,
+    /// Wakes the handoff worker when gossip shows a member up again.
+    handoff_wake: Arc<tokio::sync::Notify>,
 }
 
 impl Cluster {
@@ -65,6 +73,7 @@ impl Cluster {
                 dirty: AtomicBool::new(true),
                 client: OnceLock::new(),
                 next_request: AtomicU64::new(1),
+                handoff_wake: Arc::new(tokio::sync::Notify::new()),
             }),
         }
     }
@@ -129,6 +138,17 @@ impl Cluster {
     pub fn is_unhealthy(&self, id: &NodeId) -> bool {
         let m = self.inner.membership.lock();
         m.is_down(id) || m.is_suspected(id)
+    }
+
+    /// True when gossip marks `id` down (at least two sources agree): sloppy quorum routes
+    /// around it.
+    pub fn is_down(&self, id: &NodeId) -> bool {
+        self.inner.membership.lock().is_down(id)
+    }
+
+    /// The handoff worker's wake-up.
+    pub(crate) fn handoff_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.handoff_wake.clone()
     }
 
     /// Members with this node's view of their health.

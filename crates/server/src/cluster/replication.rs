@@ -17,11 +17,14 @@
 //! early when W or R can no longer be reached, instead of waiting for the deadline.
 //!
 //! IMPLEMENTATION CAVEATS
-//! - No sloppy quorum or hints (issue 4): a down replica simply does not answer.
+//! - Sloppy quorum ([`Plan`]) substitutes only members gossip marks *down* (two sources agree);
+//!   a merely suspected replica is still asked and counts as a refusal if it does not answer.
+//! - A stand-in that coordinates a write itself stores the hint in a commit of its own right
+//!   after its local write (both durable before the ack), not in the same batch.
 //! - A forward that timed out is not retried elsewhere: it may still be applied when the slow
 //!   node wakes up, so the client is told the write may have been stored.
 
-use super::Cluster;
+use super::{handoff, Cluster};
 use crate::error::NodeError;
 use crate::node::{Node, ReadResult, WriteResult};
 use crate::peer::{tags, PeerRequest};
@@ -48,6 +51,49 @@ fn ms_since(t0: Instant, at: Instant) -> u64 {
     at.saturating_duration_since(t0).as_millis() as u64
 }
 
+/// The replicas a request for one key goes to under sloppy quorum: the key's preference list of
+/// N, each member gossip marks down replaced by the next healthy node past the list (walking
+/// the longer preference list, which extends the first N in order), each used once. A down
+/// member with no healthy node left to stand in for it stays in the list (it counts as a
+/// refusal).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Plan {
+    /// In preference order, stand-ins in the place of the member they stand in for.
+    pub targets: Vec<NodeId>,
+    /// (stand-in, the down member it takes writes for).
+    pub stand_ins: Vec<(NodeId, NodeId)>,
+}
+
+impl Plan {
+    pub fn for_key(node: &Node, key: &[u8]) -> Plan {
+        let cluster = node.cluster();
+        let ring = cluster.ring();
+        let n = node.replicas_per_key();
+        let all = ring.preference_list(ring.partition_of_key(key), ring.members().len());
+        let (primaries, rest) = all.split_at(n.min(all.len()));
+        let mut fallbacks = rest.iter().filter(|id| !cluster.is_down(id));
+        let mut plan = Plan::default();
+        for id in primaries {
+            match cluster.is_down(id).then(|| fallbacks.next()).flatten() {
+                Some(stand_in) => {
+                    plan.targets.push(stand_in.clone());
+                    plan.stand_ins.push((stand_in.clone(), id.clone()));
+                }
+                None => plan.targets.push(id.clone()),
+            }
+        }
+        plan
+    }
+
+    /// The down member `node` stands in for, when it is a stand-in.
+    pub fn intended_for(&self, node: &NodeId) -> Option<&NodeId> {
+        self.stand_ins
+            .iter()
+            .find(|(s, _)| s == node)
+            .map(|(_, intended)| intended)
+    }
+}
+
 /// One client write in cluster mode: coordinated here, or forwarded to a replica.
 pub(crate) async fn write_one(
     node: &Node,
@@ -55,13 +101,10 @@ pub(crate) async fn write_one(
     w: usize,
 ) -> Result<WriteResult, NodeError> {
     let deadline = Instant::now() + node.config().request_timeout();
-    let pref = node
-        .cluster()
-        .ring()
-        .preference_list_for_key(&op.key, node.replicas_per_key());
-    match route_write(&pref, node.node_id()) {
+    let plan = Plan::for_key(node, &op.key);
+    match route_write(&plan.targets, node.node_id()) {
         Route::Local => {
-            let (set, outcome) = coordinate(node, op, w, pref, deadline).await?;
+            let (set, outcome) = coordinate(node, op, w, plan, deadline).await?;
             match outcome {
                 PutOutcome::Acked { acked_by } => Ok(WriteResult { set, acked_by }),
                 PutOutcome::Failed { needed, got, .. } => {
@@ -69,18 +112,19 @@ pub(crate) async fn write_one(
                 }
             }
         }
-        Route::Forward(_) => forward(node, op, w, pref, deadline).await,
+        Route::Forward(_) => forward(node, op, w, plan.targets, deadline).await,
         Route::NoReplica => Err(NodeError::WriteUnavailable { needed: w, got: 0 }),
     }
 }
 
-/// Applies a write here (durably), then replicates it until W acks or the deadline. Returns the
-/// key's set after the local write and the quorum outcome.
+/// Applies a write here (durably, with a hint when this node stands in for a down one), then
+/// replicates it until W acks or the deadline; stand-ins get it as a hinted write on tag
+/// `HANDOFF`. Returns the key's set after the local write and the quorum outcome.
 async fn coordinate(
     node: &Node,
     op: WriteOp,
     w: usize,
-    replicas: Vec<NodeId>,
+    plan: Plan,
     deadline: Instant,
 ) -> Result<(Arc<SiblingSet>, PutOutcome), NodeError> {
     let key = op.key.clone();
@@ -90,6 +134,13 @@ async fn coordinate(
         .await?
         .remove(0)
         .set;
+    if let Some(intended) = plan.intended_for(node.node_id()) {
+        let ticket = node
+            .hints()
+            .store(intended, &key, &set, crate::replica::now_ms())?;
+        node.metrics().hints_stored.inc();
+        node.store().durable(ticket).await?;
+    }
     let t0 = Instant::now();
     let cluster = node.cluster();
     let mut put = PutCoordinator::new(PutRequest {
@@ -97,13 +148,14 @@ async fn coordinate(
         coordinator: node.node_id().clone(),
         key,
         set: SiblingSet::clone(&set),
-        others: replicas,
+        others: plan.targets.clone(),
         w,
         deadline_ms: ms_since(t0, deadline),
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
     for env in put.drain_outbound() {
-        spawn_call(cluster, env, deadline, tx.clone());
+        let hinted = plan.intended_for(&env.to).cloned();
+        spawn_call(cluster, env, hinted, deadline, tx.clone());
     }
     drop(tx);
     loop {
@@ -211,10 +263,7 @@ pub(crate) async fn read(node: &Node, key: Bytes, r: usize) -> Result<ReadResult
     let t0 = Instant::now();
     let timeout = node.config().request_timeout();
     let deadline = t0 + timeout;
-    let replicas = node
-        .cluster()
-        .ring()
-        .preference_list_for_key(&key, node.replicas_per_key());
+    let replicas = Plan::for_key(node, &key).targets;
     let get = GetCoordinator::new(GetRequest {
         request: node.cluster().next_request(),
         coordinator: node.node_id().clone(),
@@ -266,7 +315,7 @@ async fn drive_get(
                 }
                 Message::Read(_) => {
                     let deadline = t0 + Duration::from_millis(get.next_deadline().unwrap_or(0));
-                    spawn_call(&cluster, env, deadline, tx.clone());
+                    spawn_call(&cluster, env, None, deadline, tx.clone());
                 }
                 Message::Repair(repair) => {
                     node.metrics().read_repairs.inc();
@@ -310,8 +359,15 @@ async fn drive_get(
 }
 
 /// Calls the envelope's target and hands its reply (or, on a transport failure, a refusal) to
-/// `replies`.
-fn spawn_call(cluster: &Cluster, env: Envelope, deadline: Instant, replies: Replies) {
+/// `replies`. With `hinted`, a `Replicate` goes to a stand-in as a hinted write for that node
+/// (tag `HANDOFF`); the stand-in answers with the same `ReplicateAck`.
+fn spawn_call(
+    cluster: &Cluster,
+    env: Envelope,
+    hinted: Option<NodeId>,
+    deadline: Instant,
+    replies: Replies,
+) {
     let addr = cluster.peer_addr(&env.to);
     let client = cluster.client().cloned();
     tokio::spawn(async move {
@@ -320,10 +376,13 @@ fn spawn_call(cluster: &Cluster, env: Envelope, deadline: Instant, replies: Repl
         let msg = match (addr, client) {
             (Some(addr), Some(client)) => {
                 let timeout = deadline.saturating_duration_since(Instant::now());
-                match client
-                    .call(&addr, tags::REPLICA, Bytes::from(env.encode()), timeout)
-                    .await
-                {
+                let (tag, payload) = match (&hinted, &env.msg) {
+                    (Some(intended), Message::Replicate(r)) => {
+                        (tags::HANDOFF, handoff::hinted_request(intended.clone(), r))
+                    }
+                    _ => (tags::REPLICA, Bytes::from(env.encode())),
+                };
+                match client.call(&addr, tag, payload, timeout).await {
                     Ok((who, bytes)) if who == to => match Envelope::decode(&bytes) {
                         Ok(reply) => reply.msg,
                         Err(e) => failed(e.to_string()),
@@ -482,16 +541,13 @@ async fn coordinate_forwarded(node: &Node, f: ForwardPut) -> Result<ForwardedPut
         .transpose()
         .map_err(|e| ReplicaError::Rejected(e.to_string()))?;
     let deadline = Instant::now() + Duration::from_millis(f.timeout_ms);
-    let pref = node
-        .cluster()
-        .ring()
-        .preference_list_for_key(&f.key, node.replicas_per_key());
+    let plan = Plan::for_key(node, &f.key);
     let op = WriteOp {
         key: f.key,
         value: f.value,
         context,
     };
-    let (set, outcome) = coordinate(node, op, f.w as usize, pref, deadline)
+    let (set, outcome) = coordinate(node, op, f.w as usize, plan, deadline)
         .await
         .map_err(replica_error)?;
     node.note_keys();

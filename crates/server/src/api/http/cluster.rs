@@ -67,6 +67,8 @@ pub(crate) async fn cluster(State(node): State<Node>) -> Response {
                 "self": v.is_self,
                 "heartbeat_age_ms": v.heartbeat_age.0.saturating_mul(tick_ms),
                 "partitions_held": ring.partitions_of(&m.id).len(),
+                // Hints this node holds for that member (writes it took while it was down).
+                "hints_pending": node.hints_pending_for(&m.id),
             });
             if v.is_self {
                 // Only this node's key count is known here.
@@ -84,6 +86,7 @@ pub(crate) async fn cluster(State(node): State<Node>) -> Response {
         "replicas_per_key": node.replicas_per_key(),
         "partitions": info.partitions,
         "durability": info.durability,
+        "hints_pending": info.hints_pending,
         "members": members,
     }))
     .into_response()

@@ -133,6 +133,9 @@ fn render(cx: &Ctx<'_>, wanted: &[bool]) -> String {
                 }
                 line!("sibling_warnings:{}", m.sibling_warnings.get());
                 line!("read_repairs:{}", m.read_repairs.get());
+                line!("hints_pending:{}", info.hints_pending);
+                line!("hints_delivered:{}", m.hints_delivered.get());
+                line!("hints_dropped:{}", m.hints_dropped.get());
             }
             "replication" => {
                 line!("# Replication");
