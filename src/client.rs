@@ -243,6 +243,21 @@ pub fn status(conn: &Connection) -> anyhow::Result<()> {
             m["hints_pending"].as_u64().unwrap_or(0)
         );
     }
+    // The answering node's anti-entropy: partitions it replicates that had a successful
+    // exchange since it started, and how long ago the oldest of those was.
+    let ae = &body["anti_entropy"];
+    if ae.is_object() {
+        let oldest = match ae["oldest_exchange_age_ms"].as_u64() {
+            Some(ms) => format!("oldest {} s ago", ms / 1000),
+            None => "none yet".to_string(),
+        };
+        println!(
+            "anti-entropy: {}/{} partitions exchanged, {oldest}, {} repairs",
+            ae["exchanged_ever"].as_u64().unwrap_or(0),
+            ae["partitions"].as_u64().unwrap_or(0),
+            ae["repairs"].as_u64().unwrap_or(0)
+        );
+    }
     Ok(())
 }
 

@@ -93,6 +93,13 @@ pub struct Config {
     /// Hints (writes a stand-in took for a down node) older than this are dropped undelivered;
     /// anti-entropy repairs those keys. Counted from the hint's last update.
     pub hint_window_secs: u64,
+    /// Anti-entropy period: every this many ms the node compares one partition it replicates
+    /// with one other replica of it (round robin), one session at a time.
+    pub anti_entropy_interval_ms: u64,
+    /// Leaf buckets of each partition's Merkle tree (a power of two up to 65536). A built tree
+    /// takes `32 * merkle_buckets` bytes: 2 KiB at 64, 2 MiB for 1024 partitions. All nodes
+    /// must agree (a mismatch aborts the exchange).
+    pub merkle_buckets: u32,
 }
 
 impl Default for Config {
@@ -130,6 +137,8 @@ impl Default for Config {
             gossip_interval_ms: 1000,
             request_timeout_ms: 2000,
             hint_window_secs: 3 * 60 * 60,
+            anti_entropy_interval_ms: 10_000,
+            merkle_buckets: 64,
         }
     }
 }
@@ -272,6 +281,18 @@ impl Config {
         }
         if self.gossip_interval_ms == 0 || self.request_timeout_ms == 0 {
             return bad("gossip_interval_ms and request_timeout_ms must be at least 1".into());
+        }
+        if self.anti_entropy_interval_ms == 0 {
+            return bad("anti_entropy_interval_ms must be at least 1".into());
+        }
+        if !self.merkle_buckets.is_power_of_two()
+            || self.merkle_buckets > ringkv_core::anti_entropy::MAX_BUCKETS
+        {
+            return bad(format!(
+                "merkle_buckets must be a power of two up to {}, not {}",
+                ringkv_core::anti_entropy::MAX_BUCKETS,
+                self.merkle_buckets
+            ));
         }
         if self.durability == DurabilityMode::Periodic && self.sync_interval_ms == 0 {
             return bad("sync_interval_ms must be at least 1".into());

@@ -117,6 +117,14 @@ pub struct Metrics {
     pub hints_delivered: Counter,
     /// Hints deleted undelivered because they outlived `hint_window_secs`.
     pub hints_dropped: Counter,
+    /// Keys whose stored set an anti-entropy exchange changed (either side of the session).
+    pub anti_entropy_repairs: Counter,
+    /// Bytes of anti-entropy messages this node sent (postcard-encoded sizes).
+    pub anti_entropy_bytes: Counter,
+    /// Anti-entropy sessions that ended InSync or Repaired (either side).
+    pub anti_entropy_exchanges: Counter,
+    /// Anti-entropy sessions that timed out, aborted or failed in transport (initiator side).
+    pub anti_entropy_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -152,6 +160,10 @@ impl Metrics {
         let hints_stored = Counter::default();
         let hints_delivered = Counter::default();
         let hints_dropped = Counter::default();
+        let anti_entropy_repairs = Counter::default();
+        let anti_entropy_bytes = Counter::default();
+        let anti_entropy_exchanges = Counter::default();
+        let anti_entropy_failures = Counter::default();
         registry.register("ops", "Completed key-value operations", ops.clone());
         registry.register(
             "op_seconds",
@@ -249,6 +261,26 @@ impl Metrics {
             "Hints deleted undelivered past the hint window",
             hints_dropped.clone(),
         );
+        registry.register(
+            "anti_entropy_repairs",
+            "Keys whose stored set an anti-entropy exchange changed",
+            anti_entropy_repairs.clone(),
+        );
+        registry.register(
+            "anti_entropy_bytes",
+            "Bytes of anti-entropy messages sent",
+            anti_entropy_bytes.clone(),
+        );
+        registry.register(
+            "anti_entropy_exchanges",
+            "Anti-entropy sessions that ended in sync or repaired",
+            anti_entropy_exchanges.clone(),
+        );
+        registry.register(
+            "anti_entropy_failures",
+            "Anti-entropy sessions this node started that timed out, aborted or failed",
+            anti_entropy_failures.clone(),
+        );
         Metrics {
             registry,
             ops,
@@ -272,6 +304,10 @@ impl Metrics {
             hints_stored,
             hints_delivered,
             hints_dropped,
+            anti_entropy_repairs,
+            anti_entropy_bytes,
+            anti_entropy_exchanges,
+            anti_entropy_failures,
         }
     }
 

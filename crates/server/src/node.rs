@@ -10,6 +10,7 @@
 //! if every one reached its quorum (the first failure is returned; keys before it stay
 //! written): there is no cross-key atomicity in a Dynamo-style cluster.
 
+use crate::cluster::anti_entropy::AntiEntropyState;
 use crate::cluster::hints::Hints;
 use crate::cluster::{gossip, replication, Cluster};
 use crate::config::{Config, DurabilityMode};
@@ -119,6 +120,7 @@ struct Inner {
     shutting_down: AtomicBool,
     cluster: Cluster,
     hints: Hints,
+    anti_entropy: AntiEntropyState,
 }
 
 const META_NODE_ID: &[u8] = b"node_id";
@@ -140,6 +142,7 @@ impl Node {
             config.limits(),
             config.partitions,
             config.row_cache_bytes,
+            config.merkle_buckets,
         )?;
         let membership = gossip::open(config, replica.store(), node_id).await?;
         let hints = Hints::open(replica.store().clone(), config.partitions)?;
@@ -164,6 +167,7 @@ impl Node {
                 shutting_down: AtomicBool::new(false),
                 cluster,
                 hints,
+                anti_entropy: AntiEntropyState::new(config.partitions),
             }),
         })
     }
@@ -195,6 +199,11 @@ impl Node {
 
     pub(crate) fn replica(&self) -> &Replica {
         &self.inner.replica
+    }
+
+    /// Anti-entropy sessions and per-partition last exchanges.
+    pub fn anti_entropy(&self) -> &AntiEntropyState {
+        &self.inner.anti_entropy
     }
 
     /// Brings the live-keys gauge up to date after a replica-side change.

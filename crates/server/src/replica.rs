@@ -13,8 +13,9 @@ use crate::error::NodeError;
 use crate::row_cache::RowCache;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use ringkv_core::keys::{data_key, split_data_key};
-use ringkv_core::{Context, KeyHash, Limits, NodeId, SiblingSet};
+use ringkv_core::anti_entropy::{value_digest, MerkleTree};
+use ringkv_core::keys::{data_key, partition_range, split_data_key};
+use ringkv_core::{Context, KeyHash, Limits, NodeId, PartitionId, SiblingSet};
 use ringkv_storage::{Keyspace, StorageError, Store, WriteBatch};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -46,6 +47,14 @@ pub struct Replica {
     cache: RowCache,
     /// Keys holding at least one live value; exact, maintained on every write.
     live_keys: AtomicI64,
+    /// Per partition, its anti-entropy Merkle tree, `None` until built (lazily, on first use by
+    /// anti-entropy: [`Replica::tree`]). A built tree is updated under its mutex in the same
+    /// critical section as the store write (the mutex is held across the write and the
+    /// update, so a build, which holds it across its scan, sees every write either fully
+    /// before or fully after). Memory: `2 * merkle_buckets * 16` bytes per built tree, 2 KiB
+    /// at the default 64 buckets, so 2 MiB for all 1024 partitions.
+    trees: Vec<Mutex<Option<MerkleTree>>>,
+    merkle_buckets: u32,
 }
 
 impl Replica {
@@ -56,7 +65,11 @@ impl Replica {
         limits: Limits,
         partitions: u32,
         row_cache_bytes: u64,
+        merkle_buckets: u32,
     ) -> Result<Replica, NodeError> {
+        // Checked by `Config::validate`; a bad count here is a programming error.
+        MerkleTree::new(PartitionId(0), partitions, merkle_buckets)
+            .map_err(|e| NodeError::Startup(e.to_string()))?;
         let replica = Replica {
             node_id,
             store,
@@ -65,6 +78,8 @@ impl Replica {
             stripes: (0..LOCK_STRIPES).map(|_| Mutex::new(())).collect(),
             cache: RowCache::new(row_cache_bytes),
             live_keys: AtomicI64::new(0),
+            trees: (0..partitions).map(|_| Mutex::new(None)).collect(),
+            merkle_buckets,
         };
         let live = replica.count_live_keys()?;
         replica.live_keys.store(live as i64, Ordering::Relaxed);
@@ -150,11 +165,24 @@ impl Replica {
             }
             let mut batch = WriteBatch::new();
             let mut live_delta = 0i64;
+            let mut digests = Vec::with_capacity(work.len());
             for (record_key, was_live, set) in &work {
                 live_delta += !set.is_deleted() as i64 - *was_live as i64;
-                batch.put(Keyspace::Data, record_key.clone(), set.encode());
+                let encoded = set.encode();
+                digests.push(value_digest(&encoded));
+                batch.put(Keyspace::Data, record_key.clone(), encoded);
             }
+            // Old digests come from the stored (cached) sets, read before the batch lands.
+            let mut tree_updates = Vec::with_capacity(work.len());
+            for ((record_key, _, _), new) in work.iter().zip(&digests) {
+                tree_updates.push((record_key.clone(), self.stored_digest(record_key)?, *new));
+            }
+            let mut trees = self.lock_trees(tree_updates.iter().map(|(k, _, _)| &k[..]));
             let ticket = self.store.write(&batch)?;
+            for (record_key, old, new) in &tree_updates {
+                self.update_tree(&mut trees, record_key, *old, Some(*new));
+            }
+            drop(trees);
             let finals: Vec<Arc<SiblingSet>> = work
                 .into_iter()
                 .map(|(record_key, _, set)| {
@@ -178,23 +206,179 @@ impl Replica {
 
     /// Merges another replica's sibling set for `key` into ours (replication, read repair).
     pub async fn merge(&self, key: &[u8], incoming: &SiblingSet) -> Result<SiblingSet, NodeError> {
+        self.merge_counted(key, incoming).await.map(|(set, _)| set)
+    }
+
+    /// [`Replica::merge`], also saying whether the stored set changed (an anti-entropy repair).
+    /// A merge that changes nothing writes nothing.
+    pub async fn merge_counted(
+        &self,
+        key: &[u8],
+        incoming: &SiblingSet,
+    ) -> Result<(SiblingSet, bool), NodeError> {
         let record_key = data_key(key, self.partitions);
         let (ticket, merged) = {
             let _guards = self.lock_keys(std::iter::once(key));
-            let mut set = SiblingSet::clone(&*self.read_record(&record_key)?);
+            let current = self.read_record(&record_key)?;
+            let mut set = SiblingSet::clone(&*current);
             let was_live = !set.is_deleted();
             set.merge(incoming);
             set.prune(self.limits.max_clock_entries);
+            if set == *current {
+                return Ok((set, false));
+            }
+            let old = self.stored_digest(&record_key)?;
+            let encoded = set.encode();
+            let new = value_digest(&encoded);
             let mut batch = WriteBatch::new();
-            batch.put(Keyspace::Data, record_key.clone(), set.encode());
+            batch.put(Keyspace::Data, record_key.clone(), encoded);
+            let mut trees = self.lock_trees(std::iter::once(&record_key[..]));
             let ticket = self.store.write(&batch)?;
+            self.update_tree(&mut trees, &record_key, old, Some(new));
+            drop(trees);
             self.cache.insert(record_key, Arc::new(set.clone()));
             let delta = !set.is_deleted() as i64 - was_live as i64;
             self.live_keys.fetch_add(delta, Ordering::Relaxed);
             (ticket, set)
         };
         self.store.durable(ticket).await?;
-        Ok(merged)
+        Ok((merged, true))
+    }
+
+    /// The anti-entropy tree bucket count.
+    pub fn merkle_buckets(&self) -> u32 {
+        self.merkle_buckets
+    }
+
+    /// Partitions of the ring this replica keys by.
+    pub fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    /// A copy of the partition's tree (2 KiB at 64 buckets), building it first from a scan of
+    /// the partition when it was never built. Blocking: call from `spawn_blocking` or accept a
+    /// short stall (a partition's scan).
+    pub fn tree(&self, partition: PartitionId) -> Result<MerkleTree, NodeError> {
+        let slot = self
+            .trees
+            .get(partition.0 as usize)
+            .ok_or_else(|| NodeError::Rejected(format!("no partition {partition}")))?;
+        let mut guard = slot.lock();
+        if let Some(tree) = &*guard {
+            return Ok(tree.clone());
+        }
+        // Held across the scan: writers of this partition wait (see `trees`).
+        let (start, end) = partition_range(partition);
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut from = start;
+        const PAGE: usize = 4096;
+        loop {
+            let page = self
+                .store
+                .scan(Keyspace::Data, &from, end.as_deref(), PAGE)?;
+            let full = page.len() == PAGE;
+            if let Some((k, _)) = page.last() {
+                from = k.clone();
+                from.push(0);
+            }
+            entries.extend(page);
+            if !full {
+                break;
+            }
+        }
+        let tree = MerkleTree::from_entries(
+            partition,
+            self.partitions,
+            self.merkle_buckets,
+            entries
+                .iter()
+                .filter_map(|(k, v)| split_data_key(k).map(|(_, _, key)| (key, &v[..]))),
+        )
+        .map_err(|e| NodeError::Rejected(e.to_string()))?;
+        *guard = Some(tree.clone());
+        Ok(tree)
+    }
+
+    /// The partition's keys whose hash lies in `first..=last`, with the digests of their stored
+    /// sets, sorted by `(hash, key)`: one range scan of the `data` keyspace.
+    pub fn key_digests(
+        &self,
+        partition: PartitionId,
+        first: KeyHash,
+        last: KeyHash,
+    ) -> Result<Vec<(Bytes, u128)>, NodeError> {
+        let mut start = partition.0.to_be_bytes().to_vec();
+        start.extend_from_slice(&first.0.to_be_bytes());
+        let end = match last.0.checked_add(1) {
+            Some(next) => {
+                let mut e = partition.0.to_be_bytes().to_vec();
+                e.extend_from_slice(&next.to_be_bytes());
+                Some(e)
+            }
+            None => partition_range(partition).1,
+        };
+        let mut out = Vec::new();
+        let mut from = start;
+        const PAGE: usize = 4096;
+        loop {
+            let page = self
+                .store
+                .scan(Keyspace::Data, &from, end.as_deref(), PAGE)?;
+            let full = page.len() == PAGE;
+            if let Some((k, _)) = page.last() {
+                from = k.clone();
+                from.push(0);
+            }
+            for (k, v) in &page {
+                if let Some((_, _, key)) = split_data_key(k) {
+                    out.push((Bytes::copy_from_slice(key), value_digest(v)));
+                }
+            }
+            if !full {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// The digest of the set stored under `record_key`, `None` when absent (an empty set is
+    /// never stored: every write leaves a value or a tombstone, and a no-op merge writes
+    /// nothing). Call with the key's stripe lock held.
+    fn stored_digest(&self, record_key: &[u8]) -> Result<Option<u128>, NodeError> {
+        let set = self.read_record(record_key)?;
+        Ok((!set.versions().is_empty()).then(|| value_digest(&set.encode())))
+    }
+
+    /// Locks the tree slots of the partitions of `record_keys`, in index order.
+    fn lock_trees<'a>(
+        &self,
+        record_keys: impl Iterator<Item = &'a [u8]>,
+    ) -> Vec<(u32, parking_lot::MutexGuard<'_, Option<MerkleTree>>)> {
+        let mut idx: Vec<u32> = record_keys
+            .filter_map(|k| split_data_key(k).map(|(p, _, _)| p.0))
+            .filter(|&p| (p as usize) < self.trees.len())
+            .collect();
+        idx.sort_unstable();
+        idx.dedup();
+        idx.into_iter()
+            .map(|p| (p, self.trees[p as usize].lock()))
+            .collect()
+    }
+
+    fn update_tree(
+        &self,
+        trees: &mut [(u32, parking_lot::MutexGuard<'_, Option<MerkleTree>>)],
+        record_key: &[u8],
+        old: Option<u128>,
+        new: Option<u128>,
+    ) {
+        let Some((p, _, key)) = split_data_key(record_key) else {
+            return;
+        };
+        if let Some((_, guard)) = trees.iter_mut().find(|(q, _)| *q == p.0) {
+            if let Some(tree) = guard.as_mut() {
+                tree.update(key, old, new);
+            }
+        }
     }
 
     /// The set stored under `record_key`, through the row cache. Call with the key's stripe lock
@@ -279,6 +463,7 @@ mod tests {
                 Limits::default(),
                 1024,
                 cache_bytes,
+                64,
             )
             .unwrap(),
         )
@@ -346,5 +531,40 @@ mod tests {
             assert_eq!(r.live_keys(), 0);
             assert_eq!(*r.read(b"k").unwrap(), stored(&r, b"k"));
         }
+    }
+
+    /// A built tree kept current by writes and merges equals a tree rebuilt from storage.
+    #[tokio::test]
+    async fn trees_follow_writes_and_merges() {
+        let r = replica(1 << 20);
+        let p = KeyHash::of(b"k0").partition(1024);
+        r.tree(p).unwrap();
+        let other = replica(0);
+        for i in 0..50 {
+            let key = Bytes::from(format!("k{i}"));
+            let op = WriteOp {
+                key: key.clone(),
+                value: Some(Bytes::from(format!("v{i}"))),
+                context: None,
+            };
+            r.apply_write(&[op]).await.unwrap();
+            let op = WriteOp {
+                key: key.clone(),
+                value: (i % 3 != 0).then(|| Bytes::from("w")),
+                context: None,
+            };
+            other.apply_write(&[op]).await.unwrap();
+            r.merge_counted(&key, &other.read(&key).unwrap())
+                .await
+                .unwrap();
+            let (_, again) = r
+                .merge_counted(&key, &other.read(&key).unwrap())
+                .await
+                .unwrap();
+            assert!(!again, "a no-op merge changes nothing");
+        }
+        let kept = r.tree(p).unwrap();
+        *r.trees[p.0 as usize].lock() = None;
+        assert_eq!(kept, r.tree(p).unwrap());
     }
 }

@@ -12,6 +12,9 @@
 //! - [`hints`]: the `hints` keyspace, where a stand-in keeps what it took for a down node.
 //! - [`handoff`]: tag `HANDOFF` (a stand-in's hinted writes, hint delivery) and the worker that
 //!   streams hints to their node once gossip shows it up again.
+//! - [`anti_entropy`]: tag `ANTI_ENTROPY` (Merkle tree exchanges, call/response) and the worker
+//!   that compares one replicated partition with one other replica every
+//!   `anti_entropy_interval_ms`.
 //!
 //! # Locks
 //! `Membership` sits behind a `parking_lot::Mutex`, held only for one pure call (never across an
@@ -26,6 +29,7 @@
 //! - Advertised addresses are the configured listener addresses: a node listening on
 //!   `0.0.0.0` advertises that, which peers cannot dial. Configure routable addresses.
 
+pub mod anti_entropy;
 pub mod gossip;
 pub mod handoff;
 pub mod hints;

@@ -46,6 +46,9 @@ pub(crate) async fn cluster(State(node): State<Node>) -> Response {
     let cluster = node.cluster();
     let ring = cluster.ring();
     let tick_ms = node.config().gossip_interval_ms;
+    let ae = node
+        .anti_entropy()
+        .summary(&crate::cluster::anti_entropy::replicated_partitions(&node));
     let members: Vec<_> = cluster
         .view()
         .into_iter()
@@ -87,6 +90,16 @@ pub(crate) async fn cluster(State(node): State<Node>) -> Response {
         "partitions": info.partitions,
         "durability": info.durability,
         "hints_pending": info.hints_pending,
+        // This node's anti-entropy: partitions it replicates, how many had a successful
+        // exchange (InSync or Repaired) since start, the oldest such exchange's age, and
+        // the repair and byte counters.
+        "anti_entropy": {
+            "partitions": ae.partitions,
+            "exchanged_ever": ae.exchanged_ever,
+            "oldest_exchange_age_ms": ae.oldest_exchange_age_ms,
+            "repairs": node.metrics().anti_entropy_repairs.get(),
+            "bytes": node.metrics().anti_entropy_bytes.get(),
+        },
         "members": members,
     }))
     .into_response()

@@ -136,6 +136,8 @@ fn render(cx: &Ctx<'_>, wanted: &[bool]) -> String {
                 line!("hints_pending:{}", info.hints_pending);
                 line!("hints_delivered:{}", m.hints_delivered.get());
                 line!("hints_dropped:{}", m.hints_dropped.get());
+                line!("anti_entropy_repairs:{}", m.anti_entropy_repairs.get());
+                line!("anti_entropy_bytes:{}", m.anti_entropy_bytes.get());
             }
             "replication" => {
                 line!("# Replication");
