@@ -348,6 +348,14 @@ mod tests {
         c.validate().unwrap();
     }
 
+    /// The commented example file documents every default: it must parse and equal them.
+    #[test]
+    fn example_config_file_states_the_defaults() {
+        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/ringkv.toml"));
+        let example = Config::load(Some(path)).unwrap();
+        assert_eq!(example, Config::default());
+    }
+
     #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let dir = tempfile::tempdir().unwrap();
