@@ -351,7 +351,10 @@ mod tests {
     /// The commented example file documents every default: it must parse and equal them.
     #[test]
     fn example_config_file_states_the_defaults() {
-        let path = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../../config/ringkv.toml"));
+        let path = Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../config/ringkv.toml"
+        ));
         let example = Config::load(Some(path)).unwrap();
         assert_eq!(example, Config::default());
     }
