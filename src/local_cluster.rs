@@ -76,8 +76,21 @@ fn random_secret() -> anyhow::Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
+/// A node process that is still running *and is ringkv*: `kill -0` alone also succeeds for an
+/// exited process its (new) parent has not reaped yet, and for an unrelated process that reused
+/// the pid after a reboot, so the process's state and command line are checked in /proc too.
 fn alive(pid: u64) -> bool {
-    signal(pid, "0")
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state is the first field after the parenthesised command name.
+    let zombie = stat
+        .rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('Z') || rest.starts_with('X'));
+    let is_ringkv = std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|cmd| cmd.split(|b| *b == 0).any(|arg| arg.ends_with(b"ringkv")))
+        .unwrap_or(false);
+    !zombie && is_ringkv
 }
 
 fn signal(pid: u64, sig: &str) -> bool {
