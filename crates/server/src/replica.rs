@@ -270,22 +270,10 @@ impl Replica {
         // Held across the scan: writers of this partition wait (see `trees`).
         let (start, end) = partition_range(partition);
         let mut entries: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-        let mut from = start;
-        const PAGE: usize = 4096;
-        loop {
-            let page = self
-                .store
-                .scan(Keyspace::Data, &from, end.as_deref(), PAGE)?;
-            let full = page.len() == PAGE;
-            if let Some((k, _)) = page.last() {
-                from = k.clone();
-                from.push(0);
-            }
-            entries.extend(page);
-            if !full {
-                break;
-            }
-        }
+        self.store
+            .for_each(Keyspace::Data, &start, end.as_deref(), |k, v| {
+                entries.push((k, v))
+            })?;
         let tree = MerkleTree::from_entries(
             partition,
             self.partitions,
@@ -318,26 +306,13 @@ impl Replica {
             None => partition_range(partition).1,
         };
         let mut out = Vec::new();
-        let mut from = start;
-        const PAGE: usize = 4096;
-        loop {
-            let page = self
-                .store
-                .scan(Keyspace::Data, &from, end.as_deref(), PAGE)?;
-            let full = page.len() == PAGE;
-            if let Some((k, _)) = page.last() {
-                from = k.clone();
-                from.push(0);
-            }
-            for (k, v) in &page {
-                if let Some((_, _, key)) = split_data_key(k) {
-                    out.push((Bytes::copy_from_slice(key), value_digest(v)));
+        self.store
+            .for_each(Keyspace::Data, &start, end.as_deref(), |k, v| {
+                if let Some((_, _, key)) = split_data_key(&k) {
+                    out.push((Bytes::copy_from_slice(key), value_digest(&v)));
                 }
-            }
-            if !full {
-                return Ok(out);
-            }
-        }
+            })?;
+        Ok(out)
     }
 
     /// The digest of the set stored under `record_key`, `None` when absent (an empty set is
@@ -415,29 +390,18 @@ impl Replica {
     }
 
     fn count_live_keys(&self) -> Result<u64, NodeError> {
-        const PAGE: usize = 4096;
         let mut live = 0u64;
-        let mut start: Vec<u8> = Vec::new();
-        loop {
-            let page = self.store.scan(Keyspace::Data, &start, None, PAGE)?;
-            for (k, v) in &page {
-                match SiblingSet::decode(v) {
-                    Ok(set) if !set.is_deleted() => live += 1,
-                    Ok(_) => {}
-                    Err(e) => {
-                        let key = split_data_key(k).map(|(_, _, key)| key).unwrap_or(k);
-                        tracing::error!(key = %String::from_utf8_lossy(key), error = %e, "undecodable record while counting keys");
-                    }
+        self.store.for_each(Keyspace::Data, &[], None, |k, v| {
+            match SiblingSet::decode(&v) {
+                Ok(set) if !set.is_deleted() => live += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    let key = split_data_key(&k).map(|(_, _, key)| key).unwrap_or(&k);
+                    tracing::error!(key = %String::from_utf8_lossy(key), error = %e, "undecodable record while counting keys");
                 }
             }
-            match page.last() {
-                Some((k, _)) if page.len() == PAGE => {
-                    start = k.clone();
-                    start.push(0);
-                }
-                _ => return Ok(live),
-            }
-        }
+        })?;
+        Ok(live)
     }
 }
 

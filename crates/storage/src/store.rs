@@ -188,6 +188,35 @@ impl Store {
         Ok(out)
     }
 
+    /// Visits every entry with `start <= key < end` in key order, [`Store::scan`]ning a page at a
+    /// time so a large range (a partition, all hints) is never held in memory at once. Values are
+    /// checksum-verified as in `scan`.
+    pub fn for_each(
+        &self,
+        ks: Keyspace,
+        start: &[u8],
+        end: Option<&[u8]>,
+        mut visit: impl FnMut(Vec<u8>, Vec<u8>),
+    ) -> Result<(), StorageError> {
+        const PAGE: usize = 4096;
+        let mut from = start.to_vec();
+        loop {
+            let page = self.scan(ks, &from, end, PAGE)?;
+            let full = page.len() == PAGE;
+            if let Some((last, _)) = page.last() {
+                // Resume just after the last key seen: the smallest key greater than it.
+                from = last.clone();
+                from.push(0);
+            }
+            for (key, value) in page {
+                visit(key, value);
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
     /// Applies the batch; visible to reads at once, durable once [`Store::durable`] resolves.
     /// Refused with `DiskFull` (nothing written) below the free-space headroom, with `Poisoned`
     /// after a failed fsync, with `Closed` after shutdown.

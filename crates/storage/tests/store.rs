@@ -428,3 +428,30 @@ fn options_and_names() {
     assert_eq!(store.stats().disk_bytes, 0);
     assert!(!store.stats().poisoned);
 }
+
+/// `for_each` pages through a range larger than one page, in key order, and stops at `end`.
+#[tokio::test]
+async fn for_each_visits_every_entry_of_a_range_across_pages() {
+    let (_engine, store) = mem_store(periodic_opts(Duration::from_millis(10)));
+    let mut batch = WriteBatch::new();
+    for i in 0..10_000u32 {
+        batch.put(Keyspace::Data, i.to_be_bytes().to_vec(), b"v".to_vec());
+    }
+    store.commit(&batch).await.unwrap();
+    let mut seen = Vec::new();
+    store
+        .for_each(Keyspace::Data, &[], None, |k, _| seen.push(k))
+        .unwrap();
+    assert_eq!(seen.len(), 10_000);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "in key order");
+    let mut bounded = 0;
+    store
+        .for_each(
+            Keyspace::Data,
+            &100u32.to_be_bytes(),
+            Some(&5_000u32.to_be_bytes()),
+            |_, _| bounded += 1,
+        )
+        .unwrap();
+    assert_eq!(bounded, 4_900);
+}

@@ -102,25 +102,13 @@ fn decode_value(raw: &[u8]) -> Result<(u64, SiblingSet), NodeError> {
 impl Hints {
     /// Opens the hint store and counts the hints already pending per target.
     pub fn open(store: Store, partitions: u32) -> Result<Hints, NodeError> {
-        const PAGE: usize = 4096;
         let mut pending: BTreeMap<NodeId, u64> = BTreeMap::new();
-        let mut start: Vec<u8> = Vec::new();
-        loop {
-            let page = store.scan(Keyspace::Hints, &start, None, PAGE)?;
-            for (k, _) in &page {
-                match split_hint_key(k) {
-                    Some((id, _)) => *pending.entry(id).or_default() += 1,
-                    None => tracing::error!("undecodable hint key while counting hints"),
-                }
+        store.for_each(Keyspace::Hints, &[], None, |k, _| {
+            match split_hint_key(&k) {
+                Some((id, _)) => *pending.entry(id).or_default() += 1,
+                None => tracing::error!("undecodable hint key while counting hints"),
             }
-            match page.last() {
-                Some((k, _)) if page.len() == PAGE => {
-                    start = k.clone();
-                    start.push(0);
-                }
-                _ => break,
-            }
-        }
+        })?;
         Ok(Hints {
             store,
             partitions,
