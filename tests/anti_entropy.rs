@@ -106,37 +106,16 @@ fn a_node_that_missed_writes_is_repaired_by_anti_entropy() {
             c.nodes[i].signal("STOP");
         }
     }
-    let http = c.nodes[VICTIM].http;
-    let threads: Vec<_> = (0..KEYS)
-        .collect::<Vec<_>>()
-        .chunks(KEYS / 6)
-        .map(|chunk| {
-            let chunk = chunk.to_vec();
-            std::thread::spawn(move || {
-                let client = http_client();
-                chunk
-                    .into_iter()
-                    .map(|k| {
-                        let resp = client
-                            .get(format!("http://{http}/v1/kv/ae-key-{k}?r=1"))
-                            .send()
-                            .unwrap();
-                        (k, resp.status().as_u16(), resp.text().unwrap_or_default())
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
+    let paths = (0..KEYS)
+        .map(|k| format!("/v1/kv/ae-key-{k}?r=1"))
         .collect();
-    let results: Vec<_> = threads
-        .into_iter()
-        .flat_map(|t| t.join().unwrap())
-        .collect();
+    let results = common::get_parallel(c.nodes[VICTIM].http, paths, 6);
     for i in 0..NODES {
         if i != VICTIM {
             c.nodes[i].signal("CONT");
         }
     }
-    for (k, status, body) in results {
+    for (k, (status, body)) in results.into_iter().enumerate() {
         assert_eq!(status, 200, "GET ae-key-{k} via {victim_id} alone: {body}");
         assert_eq!(body, value(k), "ae-key-{k} from {victim_id}");
     }

@@ -149,40 +149,20 @@ fn writes_stay_available_while_a_node_is_down_and_its_hints_drain_when_it_return
     for &i in &survivors {
         c.nodes[i].signal("STOP");
     }
-    let http = c.nodes[VICTIM].http;
-    let threads: Vec<_> = (0..KEYS)
-        .collect::<Vec<_>>()
-        .chunks(KEYS / 20)
-        .map(|chunk| {
-            let chunk = chunk.to_vec();
-            std::thread::spawn(move || {
-                let client = http_client();
-                chunk
-                    .into_iter()
-                    .map(|k| {
-                        let resp = client
-                            .get(format!("http://{http}/v1/kv/key-{k}?r=1"))
-                            .send()
-                            .unwrap();
-                        let status = resp.status().as_u16();
-                        (k, status, resp.text().unwrap_or_default())
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
+    let paths = (0..KEYS).map(|k| format!("/v1/kv/key-{k}?r=1")).collect();
     let mut served = 0u64;
-    for t in threads {
-        for (k, status, body) in t.join().unwrap() {
-            match status {
-                200 => {
-                    assert_eq!(body, value(k), "key-{k} from {victim_id}");
-                    served += 1;
-                }
-                // Not a replica of this key: the other replicas are stopped.
-                503 | 504 => {}
-                s => panic!("GET key-{k} via {victim_id} alone: {s} {body}"),
+    for (k, (status, body)) in common::get_parallel(c.nodes[VICTIM].http, paths, 20)
+        .into_iter()
+        .enumerate()
+    {
+        match status {
+            200 => {
+                assert_eq!(body, value(k), "key-{k} from {victim_id}");
+                served += 1;
             }
+            // Not a replica of this key: the other replicas are stopped.
+            503 | 504 => {}
+            s => panic!("GET key-{k} via {victim_id} alone: {s} {body}"),
         }
     }
     for &i in &survivors {

@@ -207,13 +207,7 @@ impl Net {
         let deadline = Instant::now() + within;
         for i in 0..NODES {
             loop {
-                let up = self.members(i).map(|ms| {
-                    ms.iter()
-                        .filter(|m| {
-                            m["status"] == "up" && m["down"] == false && m["suspected"] == false
-                        })
-                        .count()
-                });
+                let up = self.members(i).map(|ms| common::count_up(&ms));
                 if up == Some(NODES) {
                     break;
                 }

@@ -228,13 +228,7 @@ impl Cluster {
         let deadline = Instant::now() + Duration::from_secs(20);
         for &i in which {
             loop {
-                let up = self.members(i).map(|ms| {
-                    ms.iter()
-                        .filter(|m| {
-                            m["status"] == "up" && m["down"] == false && m["suspected"] == false
-                        })
-                        .count()
-                });
+                let up = self.members(i).map(|ms| count_up(&ms));
                 if up == Some(members) {
                     break;
                 }
@@ -280,4 +274,39 @@ pub fn http_client() -> reqwest::blocking::Client {
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
+}
+
+/// Members of a `/v1/cluster` answer that are up and neither down nor suspected.
+pub fn count_up(members: &[serde_json::Value]) -> usize {
+    members
+        .iter()
+        .filter(|m| m["status"] == "up" && m["down"] == false && m["suspected"] == false)
+        .count()
+}
+
+/// GETs each path (e.g. `/v1/kv/k?r=1`) from one node, spread over `threads` client threads so
+/// requests that wait for a stopped replica's timeout run side by side. Returns, in input order,
+/// each path's status and body.
+pub fn get_parallel(http: SocketAddr, paths: Vec<String>, threads: usize) -> Vec<(u16, String)> {
+    let chunk = paths.len().div_ceil(threads.max(1)).max(1);
+    let workers: Vec<_> = paths
+        .chunks(chunk)
+        .map(|chunk| {
+            let chunk = chunk.to_vec();
+            std::thread::spawn(move || {
+                let client = http_client();
+                chunk
+                    .into_iter()
+                    .map(|path| {
+                        let resp = client.get(format!("http://{http}{path}")).send().unwrap();
+                        (resp.status().as_u16(), resp.text().unwrap_or_default())
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    workers
+        .into_iter()
+        .flat_map(|w| w.join().unwrap())
+        .collect()
 }
