@@ -2,7 +2,8 @@
 //!
 //! Everything in this crate is deterministic code with no sockets, no clocks and no disks: callers
 //! pass in the time (`now_ms`) and the node's identity, and get back data. That is what lets the
-//! same code run in the server, in property tests and (later) in a deterministic simulator.
+//! same code run in the server, in property tests and in the deterministic simulator
+//! (`crates/sim`).
 //!
 //! - [`version`]: the seed's "inconsistency resolution": vector clocks kept as dotted version
 //!   vectors, sibling sets, and the opaque causal context handed to clients.
@@ -11,6 +12,8 @@
 //! - [`anti_entropy`]: per-partition Merkle trees and the sans-IO session that compares two
 //!   replicas' trees and exchanges only the differing keys' sibling sets.
 //! - [`consistency`]: per-request `r` and `w` levels.
+//! - [`handoff`]: the rules of hinted handoff (one merged hint per target and key, batches,
+//!   compare-and-delete, the hint window) and an in-memory hint store.
 //! - [`keys`]: key hashing, partitions of the ring, and the storage key layout.
 //! - [`limits`]: the data model's bounds (key and value size, siblings, clock entries).
 //! - [`membership`]: the gossip member table and failure detector (heartbeats, two-source
@@ -21,6 +24,7 @@
 pub mod anti_entropy;
 pub mod consistency;
 pub mod coordinator;
+pub mod handoff;
 pub mod keys;
 pub mod limits;
 pub mod membership;

@@ -80,8 +80,9 @@
 //! - No resend: a lost `Replicate` or `Read` is not retried before the deadline. The peer
 //!   transport is TCP, so a loss means a broken connection; the replica catches up through read
 //!   repair, hinted handoff and anti-entropy.
-//! - No sloppy quorum here yet: the caller passes the replicas to use. Hints (writes a fallback
-//!   node takes for a down replica) belong to the handoff module.
+//! - The state machines take the replicas to use; [`Plan`] computes them under sloppy quorum
+//!   (stand-ins for down replicas). Hints (writes a stand-in takes for a down replica) belong
+//!   to [`crate::handoff`].
 //! - Merged sets are not pruned here. If a key's clock ever exceeds the prune threshold (more
 //!   than ~10 coordinators), replicas prune after merging and the exact stale test can find
 //!   the same replica stale on every read (a repair that it prunes away again). Writes are
@@ -95,6 +96,7 @@
 pub mod message;
 
 mod get;
+mod plan;
 mod put;
 mod replica;
 mod route;
@@ -104,6 +106,7 @@ pub use message::{
     Envelope, ForwardPut, ForwardPutReply, ForwardedPut, Message, MessageDecodeError, Read,
     ReadReply, Repair, ReplicaError, Replicate, ReplicateAck, RequestId,
 };
+pub use plan::Plan;
 pub use put::{PutCoordinator, PutOutcome, PutRequest};
 pub use replica::apply_replicate;
 pub use route::{route_write, Route};

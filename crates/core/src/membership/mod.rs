@@ -80,7 +80,7 @@
 mod config;
 mod member;
 mod message;
-mod rng;
+pub mod rng;
 
 pub use config::{GossipConfig, Ticks, MAX_MEMBERS};
 pub use member::{

@@ -1,16 +1,17 @@
 //! A tiny seeded random number generator (SplitMix64), so peer choice is reproducible from the
-//! seed the caller passes: no global RNG in the core.
+//! seed the caller passes: no global RNG in the core. The deterministic simulator draws from it
+//! too, so one seed number reproduces a whole run.
 
 /// SplitMix64 (Steele, Lea and Flood, 2014): one 64-bit state, good enough to pick gossip peers.
 #[derive(Debug, Clone)]
-pub(super) struct SplitMix64(u64);
+pub struct SplitMix64(u64);
 
 impl SplitMix64 {
-    pub(super) fn new(seed: u64) -> Self {
+    pub fn new(seed: u64) -> Self {
         SplitMix64(seed)
     }
 
-    pub(super) fn next_u64(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -19,13 +20,13 @@ impl SplitMix64 {
     }
 
     /// A number in `0..n` (`n > 0`), by multiply-shift (bias below 2^-32 for our sizes).
-    pub(super) fn below(&mut self, n: usize) -> usize {
+    pub fn below(&mut self, n: usize) -> usize {
         debug_assert!(n > 0);
         ((self.next_u64() as u128 * n as u128) >> 64) as usize
     }
 
     /// Up to `k` distinct items of `items`, in random order (partial Fisher-Yates).
-    pub(super) fn choose<T>(&mut self, mut items: Vec<T>, k: usize) -> Vec<T> {
+    pub fn choose<T>(&mut self, mut items: Vec<T>, k: usize) -> Vec<T> {
         let k = k.min(items.len());
         for i in 0..k {
             let j = i + self.below(items.len() - i);

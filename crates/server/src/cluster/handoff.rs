@@ -26,6 +26,7 @@ use bytes::Bytes;
 use ringkv_core::coordinator::{
     Envelope, Message, ReplicaError, Replicate, ReplicateAck, RequestId,
 };
+use ringkv_core::handoff::HintWindow;
 use ringkv_core::{NodeId, SiblingSet};
 use serde::{Deserialize, Serialize};
 use std::future::Future;
@@ -34,7 +35,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 /// Hints per `Deliver` call.
-pub const BATCH: usize = 100;
+pub use ringkv_core::handoff::BATCH;
 /// Period of the handoff sweep when no gossip event wakes it sooner.
 pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 /// Sweeps between expiry passes over targets that stay down.
@@ -228,7 +229,9 @@ pub async fn run(node: Node, shutdown: CancellationToken) -> std::io::Result<()>
 /// Streams `target`'s hints to it (or, when `deliver` is false, only drops expired ones).
 /// Returns (delivered, dropped).
 async fn deliver_to(node: &Node, target: &NodeId, deliver: bool) -> Result<(u64, u64), String> {
-    let window_ms = node.config().hint_window_secs.saturating_mul(1000);
+    let window = HintWindow {
+        window_ms: node.config().hint_window_secs.saturating_mul(1000),
+    };
     let (mut delivered, mut dropped) = (0u64, 0u64);
     let mut after: Option<Vec<u8>> = None;
     loop {
@@ -241,10 +244,7 @@ async fn deliver_to(node: &Node, target: &NodeId, deliver: bool) -> Result<(u64,
         };
         after = Some(last.record_key.clone());
         let full = batch.len() == BATCH;
-        let now = now_ms();
-        let (expired, live): (Vec<Hint>, Vec<Hint>) = batch
-            .into_iter()
-            .partition(|h| now.saturating_sub(h.updated_at_ms) > window_ms);
+        let (expired, live) = window.split(batch, now_ms(), |h: &Hint| h.updated_at_ms);
         if !expired.is_empty() {
             let n = node
                 .hints()

@@ -17,7 +17,7 @@
 //! early when W or R can no longer be reached, instead of waiting for the deadline.
 //!
 //! IMPLEMENTATION CAVEATS
-//! - Sloppy quorum ([`Plan`]) substitutes only members gossip marks *down* (two sources agree);
+//! - Sloppy quorum ([`Plan`], in the core) substitutes only members gossip marks *down* (two sources agree);
 //!   a merely suspected replica is still asked and counts as a refusal if it does not answer.
 //! - A stand-in that coordinates a write itself stores the hint in a commit of its own right
 //!   after its local write (both durable before the ack), not in the same batch.
@@ -31,7 +31,7 @@ use crate::peer::{tags, PeerRequest};
 use crate::replica::WriteOp;
 use bytes::Bytes;
 use ringkv_core::coordinator::{
-    route_write, Envelope, ForwardPut, ForwardPutReply, ForwardedPut, GetRequest, Message,
+    route_write, Envelope, ForwardPut, ForwardPutReply, ForwardedPut, GetRequest, Message, Plan,
     PutRequest, ReadReply, ReplicaError, ReplicateAck, Route,
 };
 use ringkv_core::{
@@ -51,47 +51,16 @@ fn ms_since(t0: Instant, at: Instant) -> u64 {
     at.saturating_duration_since(t0).as_millis() as u64
 }
 
-/// The replicas a request for one key goes to under sloppy quorum: the key's preference list of
-/// N, each member gossip marks down replaced by the next healthy node past the list (walking
-/// the longer preference list, which extends the first N in order), each used once. A down
-/// member with no healthy node left to stand in for it stays in the list (it counts as a
-/// refusal).
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Plan {
-    /// In preference order, stand-ins in the place of the member they stand in for.
-    pub targets: Vec<NodeId>,
-    /// (stand-in, the down member it takes writes for).
-    pub stand_ins: Vec<(NodeId, NodeId)>,
-}
-
-impl Plan {
-    pub fn for_key(node: &Node, key: &[u8]) -> Plan {
-        let cluster = node.cluster();
-        let ring = cluster.ring();
-        let n = node.replicas_per_key();
-        let all = ring.preference_list(ring.partition_of_key(key), ring.members().len());
-        let (primaries, rest) = all.split_at(n.min(all.len()));
-        let mut fallbacks = rest.iter().filter(|id| !cluster.is_down(id));
-        let mut plan = Plan::default();
-        for id in primaries {
-            match cluster.is_down(id).then(|| fallbacks.next()).flatten() {
-                Some(stand_in) => {
-                    plan.targets.push(stand_in.clone());
-                    plan.stand_ins.push((stand_in.clone(), id.clone()));
-                }
-                None => plan.targets.push(id.clone()),
-            }
-        }
-        plan
-    }
-
-    /// The down member `node` stands in for, when it is a stand-in.
-    pub fn intended_for(&self, node: &NodeId) -> Option<&NodeId> {
-        self.stand_ins
-            .iter()
-            .find(|(s, _)| s == node)
-            .map(|(_, intended)| intended)
-    }
+/// The sloppy-quorum plan ([`Plan`]) of one key as this node sees the ring and gossip.
+pub(crate) fn plan_for_key(node: &Node, key: &[u8]) -> Plan {
+    let cluster = node.cluster();
+    let ring = cluster.ring();
+    Plan::new(
+        &ring,
+        ring.partition_of_key(key),
+        node.replicas_per_key(),
+        |id| cluster.is_down(id),
+    )
 }
 
 /// One client write in cluster mode: coordinated here, or forwarded to a replica.
@@ -101,7 +70,7 @@ pub(crate) async fn write_one(
     w: usize,
 ) -> Result<WriteResult, NodeError> {
     let deadline = Instant::now() + node.config().request_timeout();
-    let plan = Plan::for_key(node, &op.key);
+    let plan = plan_for_key(node, &op.key);
     match route_write(&plan.targets, node.node_id()) {
         Route::Local => {
             let (set, outcome) = coordinate(node, op, w, plan, deadline).await?;
@@ -263,7 +232,7 @@ pub(crate) async fn read(node: &Node, key: Bytes, r: usize) -> Result<ReadResult
     let t0 = Instant::now();
     let timeout = node.config().request_timeout();
     let deadline = t0 + timeout;
-    let replicas = Plan::for_key(node, &key).targets;
+    let replicas = plan_for_key(node, &key).targets;
     let get = GetCoordinator::new(GetRequest {
         request: node.cluster().next_request(),
         coordinator: node.node_id().clone(),
@@ -541,7 +510,7 @@ async fn coordinate_forwarded(node: &Node, f: ForwardPut) -> Result<ForwardedPut
         .transpose()
         .map_err(|e| ReplicaError::Rejected(e.to_string()))?;
     let deadline = Instant::now() + Duration::from_millis(f.timeout_ms);
-    let plan = Plan::for_key(node, &f.key);
+    let plan = plan_for_key(node, &f.key);
     let op = WriteOp {
         key: f.key,
         value: f.value,
