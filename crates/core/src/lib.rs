@@ -42,6 +42,7 @@ pub use membership::{
 };
 pub use node_id::{InvalidNodeId, NodeId};
 pub use ring::{NodeLoad, Ring, RingError, RingMember};
+pub use version::tombstone;
 pub use version::{
     Causality, ClockEntry, Context, ContextError, Dot, SiblingSet, Version, VersionVector,
 };

@@ -100,6 +100,16 @@ pub struct Config {
     /// takes `32 * merkle_buckets` bytes: 2 KiB at 64, 2 MiB for 1024 partitions. All nodes
     /// must agree (a mismatch aborts the exchange).
     pub merkle_buckets: u32,
+    /// A deleted key's tombstone is purged once its newest version is older than this and every
+    /// replica holds it (`cluster::tombstones`). Must exceed `hint_window_secs`: a hint written
+    /// before the delete is dropped only after the hint window, and one delivered after the
+    /// purge would bring the old value back. Default 10 days (Cassandra's `gc_grace_seconds`):
+    /// long enough for an operator to bring back a replica that was down.
+    pub tombstone_grace_secs: u64,
+    /// Purge pace: every this many ms the node scans the next partition it replicates (round
+    /// robin) for tombstones past grace. A separate knob from `anti_entropy_interval_ms`, so a
+    /// test or an operator can change one without the other.
+    pub tombstone_scan_interval_ms: u64,
 }
 
 impl Default for Config {
@@ -139,6 +149,8 @@ impl Default for Config {
             hint_window_secs: 3 * 60 * 60,
             anti_entropy_interval_ms: 10_000,
             merkle_buckets: 64,
+            tombstone_grace_secs: 10 * 24 * 60 * 60,
+            tombstone_scan_interval_ms: 10_000,
         }
     }
 }
@@ -285,6 +297,17 @@ impl Config {
         if self.anti_entropy_interval_ms == 0 {
             return bad("anti_entropy_interval_ms must be at least 1".into());
         }
+        if self.tombstone_grace_secs <= self.hint_window_secs {
+            return bad(format!(
+                "tombstone_grace_secs ({}) must be greater than hint_window_secs ({}): a hint \
+                 written before a delete is kept up to the hint window, and if it were delivered \
+                 after the tombstone was purged it would bring the deleted value back",
+                self.tombstone_grace_secs, self.hint_window_secs
+            ));
+        }
+        if self.tombstone_scan_interval_ms == 0 {
+            return bad("tombstone_scan_interval_ms must be at least 1".into());
+        }
         if !self.merkle_buckets.is_power_of_two()
             || self.merkle_buckets > ringkv_core::anti_entropy::MAX_BUCKETS
         {
@@ -373,6 +396,31 @@ mod tests {
         assert!(c.validate().unwrap_err().to_string().contains("w <= n"));
         let c = Config {
             partitions: 1000,
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+
+    /// A grace period no longer than the hint window could let a late hint resurrect a key.
+    #[test]
+    fn tombstone_grace_must_exceed_the_hint_window() {
+        let c = Config {
+            tombstone_grace_secs: 60,
+            hint_window_secs: 60,
+            ..Config::default()
+        };
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("tombstone_grace_secs"), "{err}");
+        assert!(err.contains("hint_window_secs"), "{err}");
+        assert!(err.contains("deleted value back"), "{err}");
+        let c = Config {
+            tombstone_grace_secs: 61,
+            hint_window_secs: 60,
+            ..Config::default()
+        };
+        c.validate().unwrap();
+        let c = Config {
+            tombstone_scan_interval_ms: 0,
             ..Config::default()
         };
         assert!(c.validate().is_err());

@@ -125,6 +125,11 @@ pub struct Metrics {
     pub anti_entropy_exchanges: Counter,
     /// Anti-entropy sessions that timed out, aborted or failed in transport (initiator side).
     pub anti_entropy_failures: Counter,
+    /// Tombstones this node deleted from its own replica (past grace, held by every replica).
+    pub tombstones_purged: Counter,
+    /// Tombstones past grace this node's scans left for later: a replica was unhealthy, did not
+    /// answer, or did not hold the tombstone (yet).
+    pub tombstones_deferred: Counter,
 }
 
 impl Default for Metrics {
@@ -164,6 +169,8 @@ impl Metrics {
         let anti_entropy_bytes = Counter::default();
         let anti_entropy_exchanges = Counter::default();
         let anti_entropy_failures = Counter::default();
+        let tombstones_purged = Counter::default();
+        let tombstones_deferred = Counter::default();
         registry.register("ops", "Completed key-value operations", ops.clone());
         registry.register(
             "op_seconds",
@@ -281,6 +288,16 @@ impl Metrics {
             "Anti-entropy sessions this node started that timed out, aborted or failed",
             anti_entropy_failures.clone(),
         );
+        registry.register(
+            "tombstones_purged",
+            "Tombstones deleted from this replica after the grace period, once every replica held them",
+            tombstones_purged.clone(),
+        );
+        registry.register(
+            "tombstones_deferred",
+            "Tombstones past grace left for a later scan because a replica was unhealthy, silent or did not hold them",
+            tombstones_deferred.clone(),
+        );
         Metrics {
             registry,
             ops,
@@ -308,6 +325,8 @@ impl Metrics {
             anti_entropy_bytes,
             anti_entropy_exchanges,
             anti_entropy_failures,
+            tombstones_purged,
+            tombstones_deferred,
         }
     }
 

@@ -8,6 +8,12 @@
 //!
 //! Later the coordinator will call [`Replica::apply_write`] on the key's coordinator and
 //! [`Replica::merge`] on the other replicas (replication, read repair, hints, anti-entropy).
+//!
+//! Tombstone purge ([`Replica::purge`], driven by `cluster::tombstones`) deletes a key's record
+//! under the same stripe lock and tree update as a write, and raises the partition's *write
+//! floor* (kept in `meta`): a key this node holds no record of is written over
+//! `ringkv_core::tombstone::floored_context`, so a dot used by a purged history is never issued
+//! again (see that module for the lost write it prevents).
 
 use crate::error::NodeError;
 use crate::row_cache::RowCache;
@@ -15,13 +21,18 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use ringkv_core::anti_entropy::{value_digest, MerkleTree};
 use ringkv_core::keys::{data_key, partition_range, split_data_key};
-use ringkv_core::{Context, KeyHash, Limits, NodeId, PartitionId, SiblingSet};
+use ringkv_core::tombstone::{floored_context, may_purge, purge_candidate};
+use ringkv_core::{Context, KeyHash, Limits, NodeId, PartitionId, SiblingSet, VersionVector};
 use ringkv_storage::{Keyspace, StorageError, Store, WriteBatch};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// Stripes of the per-key write lock. Collisions only serialise unrelated keys briefly.
 const LOCK_STRIPES: usize = 1024;
+
+/// `meta` key prefix of the per-partition write floors (then the partition, u32 big-endian;
+/// value: the floor, u64 big-endian).
+const META_PURGE_FLOOR: &[u8] = b"purge_floor/";
 
 /// One write of a batch: a value, or a tombstone when `value` is `None`.
 pub struct WriteOp {
@@ -55,6 +66,11 @@ pub struct Replica {
     /// at the default 64 buckets, so 2 MiB for all 1024 partitions.
     trees: Vec<Mutex<Option<MerkleTree>>>,
     merkle_buckets: u32,
+    /// Per partition, the largest counter of this node's that a tombstone it purged there held
+    /// (0 = none purged): a key with no record is written above it (see the module doc).
+    /// Raised under the purged key's stripe lock, read under the written key's, persisted in
+    /// the purge's own batch; loaded at open.
+    purge_floors: Vec<AtomicU64>,
 }
 
 impl Replica {
@@ -80,7 +96,9 @@ impl Replica {
             live_keys: AtomicI64::new(0),
             trees: (0..partitions).map(|_| Mutex::new(None)).collect(),
             merkle_buckets,
+            purge_floors: (0..partitions).map(|_| AtomicU64::new(0)).collect(),
         };
+        replica.load_purge_floors()?;
         let live = replica.count_live_keys()?;
         replica.live_keys.store(live as i64, Ordering::Relaxed);
         Ok(replica)
@@ -141,11 +159,23 @@ impl Replica {
                         work.len() - 1
                     }
                 };
-                let set = &mut work[slot].2;
-                match &op.context {
-                    Some(context) => set.write(&self.node_id, context, op.value.clone(), now),
-                    None => set.overwrite(&self.node_id, op.value.clone(), now),
+                let floor = match split_data_key(&work[slot].0) {
+                    Some((p, _, _)) if work[slot].2.versions().is_empty() => self.purge_floor(p),
+                    _ => 0,
                 };
+                let set = &mut work[slot].2;
+                if floor > 0 {
+                    // No record, and tombstones were purged in this partition: write above
+                    // every dot this node issued there (`floored_context`).
+                    let context = op.context.clone().unwrap_or_else(Context::empty);
+                    let context = floored_context(&context, &self.node_id, floor);
+                    set.write(&self.node_id, &context, op.value.clone(), now);
+                } else {
+                    match &op.context {
+                        Some(context) => set.write(&self.node_id, context, op.value.clone(), now),
+                        None => set.overwrite(&self.node_id, op.value.clone(), now),
+                    };
+                }
                 set.prune(self.limits.max_clock_entries);
                 let siblings = set.versions().len();
                 if siblings > self.limits.max_siblings {
@@ -243,6 +273,110 @@ impl Replica {
         };
         self.store.durable(ticket).await?;
         Ok((merged, true))
+    }
+
+    /// Deletes `key`'s record when the tombstone rule allows it ([`may_purge`]: it holds only
+    /// tombstones and `purge_clock`, the clock of the purged tombstone, covers everything it
+    /// has seen). Returns whether a record was deleted. Done under the key's stripe lock with
+    /// the partition's tree updated in the same critical section (the tree drops the key), and
+    /// the partition's write floor raised in the same batch. Not waited on for durability: a
+    /// purge lost in a crash leaves the tombstone, which is purged again on a later scan.
+    pub fn purge(&self, key: &[u8], purge_clock: &VersionVector) -> Result<bool, NodeError> {
+        let record_key = data_key(key, self.partitions);
+        let Some((partition, _, _)) = split_data_key(&record_key) else {
+            return Ok(false);
+        };
+        let _guard = self.lock_keys(std::iter::once(key));
+        let current = self.read_record(&record_key)?;
+        if !may_purge(&current, purge_clock) {
+            return Ok(false);
+        }
+        let old = self.stored_digest(&record_key)?;
+        let floor = self
+            .purge_floor(partition)
+            .max(purge_clock.get(&self.node_id));
+        let mut batch = WriteBatch::new();
+        batch.delete(Keyspace::Data, record_key.clone());
+        batch.put(
+            Keyspace::Meta,
+            purge_floor_key(partition),
+            floor.to_be_bytes().to_vec(),
+        );
+        let mut trees = self.lock_trees(std::iter::once(&record_key[..]));
+        // The ticket is dropped: see above.
+        self.store.write(&batch)?;
+        self.update_tree(&mut trees, &record_key, old, None);
+        drop(trees);
+        if let Some(slot) = self.purge_floors.get(partition.0 as usize) {
+            slot.fetch_max(floor, Ordering::AcqRel);
+        }
+        // The absent record reads as the empty set; caching it keeps the cache coherent.
+        self.cache.insert(record_key, Arc::new(SiblingSet::new()));
+        Ok(true)
+    }
+
+    /// Keys of `partition` whose stored set is a purge candidate at `now_ms` ([`purge_candidate`]:
+    /// only tombstones, the newest older than `grace_ms`), with those sets, in key order; at most
+    /// `limit` (the rest wait for the next scan). One paged range scan of the partition.
+    /// Blocking: call from `spawn_blocking`.
+    pub fn purge_candidates(
+        &self,
+        partition: PartitionId,
+        now_ms: u64,
+        grace_ms: u64,
+        limit: usize,
+    ) -> Result<Vec<(Bytes, SiblingSet)>, NodeError> {
+        let (start, end) = partition_range(partition);
+        let mut out = Vec::new();
+        self.store
+            .for_each(Keyspace::Data, &start, end.as_deref(), |k, v| {
+                if out.len() >= limit {
+                    return;
+                }
+                let Some((_, _, key)) = split_data_key(&k) else {
+                    return;
+                };
+                match SiblingSet::decode(&v) {
+                    Ok(set) if purge_candidate(&set, now_ms, grace_ms) => {
+                        out.push((Bytes::copy_from_slice(key), set))
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(
+                        key = %String::from_utf8_lossy(key),
+                        error = %e,
+                        "undecodable record skipped by the tombstone scan"
+                    ),
+                }
+            })?;
+        Ok(out)
+    }
+
+    /// The partition's write floor (0 when nothing was purged there, or no such partition).
+    pub fn purge_floor(&self, partition: PartitionId) -> u64 {
+        self.purge_floors
+            .get(partition.0 as usize)
+            .map_or(0, |f| f.load(Ordering::Acquire))
+    }
+
+    fn load_purge_floors(&self) -> Result<(), NodeError> {
+        let mut end = META_PURGE_FLOOR.to_vec();
+        // The prefix ends in '/'; '0' is the next byte, so this bounds exactly the prefix.
+        *end.last_mut().expect("non-empty prefix") += 1;
+        self.store
+            .for_each(Keyspace::Meta, META_PURGE_FLOOR, Some(&end), |k, v| {
+                let partition = k[META_PURGE_FLOOR.len()..]
+                    .try_into()
+                    .ok()
+                    .map(u32::from_be_bytes);
+                let floor = v[..].try_into().ok().map(u64::from_be_bytes);
+                match (partition, floor) {
+                    (Some(p), Some(floor)) if (p as usize) < self.purge_floors.len() => {
+                        self.purge_floors[p as usize].fetch_max(floor, Ordering::AcqRel);
+                    }
+                    _ => tracing::warn!("malformed purge floor record ignored"),
+                }
+            })?;
+        Ok(())
     }
 
     /// The anti-entropy tree bucket count.
@@ -405,6 +539,12 @@ impl Replica {
     }
 }
 
+fn purge_floor_key(partition: PartitionId) -> Vec<u8> {
+    let mut key = META_PURGE_FLOOR.to_vec();
+    key.extend_from_slice(&partition.0.to_be_bytes());
+    key
+}
+
 /// Wall-clock milliseconds since the Unix epoch: version timestamps and clock entry ages only.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
@@ -495,6 +635,105 @@ mod tests {
             assert_eq!(r.live_keys(), 0);
             assert_eq!(*r.read(b"k").unwrap(), stored(&r, b"k"));
         }
+    }
+
+    fn op(key: &str, value: Option<&str>) -> WriteOp {
+        WriteOp {
+            key: Bytes::from(key.to_string()),
+            value: value.map(|v| Bytes::from(v.to_string())),
+            context: None,
+        }
+    }
+
+    /// A purge deletes the record and its tree entry (the tree equals one rebuilt from
+    /// storage), and only when the rule allows it.
+    #[tokio::test]
+    async fn purge_deletes_the_record_and_its_tree_entry() {
+        let r = replica(1 << 20);
+        let p = KeyHash::of(b"gone").partition(1024);
+        r.tree(p).unwrap();
+        r.apply_write(&[op("gone", Some("v")), op("kept", Some("v"))])
+            .await
+            .unwrap();
+        let live = r.read(b"gone").unwrap();
+        assert!(!r.purge(b"gone", live.clock()).unwrap(), "a live value");
+        r.apply_write(&[op("gone", None)]).await.unwrap();
+        let tombstone = r.read(b"gone").unwrap();
+        assert!(
+            !r.purge(b"gone", live.clock()).unwrap(),
+            "a clock older than the tombstone"
+        );
+        assert!(r.purge(b"gone", tombstone.clock()).unwrap());
+        assert!(r.read(b"gone").unwrap().versions().is_empty());
+        assert_eq!(stored(&r, b"gone"), SiblingSet::new());
+        assert!(r
+            .store
+            .get(Keyspace::Data, &data_key(b"gone", 1024))
+            .unwrap()
+            .is_none());
+        assert!(
+            !r.purge(b"gone", tombstone.clock()).unwrap(),
+            "nothing left"
+        );
+        assert_eq!(r.live_keys(), 1);
+        let kept = r.tree(p).unwrap();
+        *r.trees[p.0 as usize].lock() = None;
+        assert_eq!(kept, r.tree(p).unwrap());
+        let candidates = r.purge_candidates(p, u64::MAX, 0, 10).unwrap();
+        assert!(
+            candidates.iter().all(|(k, _)| k != "gone"),
+            "purged keys are gone"
+        );
+    }
+
+    /// After a purge, a fresh write of the key gets a dot above the purged history's, so a
+    /// stale copy of the tombstone (anti-entropy re-sending it) cannot swallow it; the floor
+    /// survives a restart.
+    #[tokio::test]
+    async fn a_write_after_a_purge_is_not_swallowed_by_the_old_tombstone() {
+        let store = Store::in_memory(StoreOptions::default());
+        let open = || {
+            Replica::open(
+                NodeId::new("n1").unwrap(),
+                store.clone(),
+                Limits::default(),
+                1024,
+                1 << 20,
+                64,
+            )
+            .unwrap()
+        };
+        let r = open();
+        for v in ["a", "b", "c"] {
+            r.apply_write(&[op("k", Some(v))]).await.unwrap();
+        }
+        r.apply_write(&[op("k", None)]).await.unwrap();
+        let tombstone = SiblingSet::clone(&r.read(b"k").unwrap());
+        assert!(r.purge(b"k", tombstone.clock()).unwrap());
+        let p = KeyHash::of(b"k").partition(1024);
+        assert_eq!(r.purge_floor(p), 4);
+        drop(r);
+        let r = open();
+        assert_eq!(r.purge_floor(p), 4, "the floor is persisted");
+        r.apply_write(&[op("k", Some("new"))]).await.unwrap();
+        let written = r.read(b"k").unwrap();
+        assert_eq!(written.versions()[0].dot.counter, 5);
+        let (merged, _) = r.merge_counted(b"k", &tombstone).await.unwrap();
+        assert_eq!(
+            merged.winner().unwrap().value.as_deref(),
+            Some(&b"new"[..]),
+            "the new value survives the re-sent tombstone"
+        );
+        // A key never purged in another partition is written as before.
+        let other = (0..)
+            .map(|i| format!("o{i}"))
+            .find(|k| KeyHash::of(k.as_bytes()).partition(1024) != p)
+            .unwrap();
+        r.apply_write(&[op(&other, Some("v"))]).await.unwrap();
+        assert_eq!(
+            r.read(other.as_bytes()).unwrap().versions()[0].dot.counter,
+            1
+        );
     }
 
     /// A built tree kept current by writes and merges equals a tree rebuilt from storage.

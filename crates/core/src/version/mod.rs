@@ -19,11 +19,13 @@
 //!
 //! IMPLEMENTATION CAVEATS: pruning can make an old, already-superseded version reappear as a
 //! sibling after a merge with a replica that still holds it (Dynamo 4.4 accepts the same); it can
-//! never drop a version. Tombstones stay until garbage collection (a later issue) purges them.
+//! never drop a version. Tombstones are purged only by the rule of [`tombstone`] (after a grace
+//! period, once every replica holds them).
 
 mod clock;
 mod context;
 mod siblings;
+pub mod tombstone;
 
 pub use clock::{Causality, ClockEntry, VersionVector, MAX_CONTEXT_COUNTER, MAX_STORED_COUNTER};
 pub use context::{Context, ContextError, MAX_CONTEXT_ENTRIES, MAX_CONTEXT_LEN};

@@ -34,6 +34,7 @@ pub mod gossip;
 pub mod handoff;
 pub mod hints;
 pub mod replication;
+pub mod tombstones;
 
 use crate::peer::PeerClient;
 use parking_lot::{Mutex, RwLock};

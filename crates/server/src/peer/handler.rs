@@ -24,6 +24,8 @@ pub mod tags {
     pub const STREAMING: u16 = 5;
     /// Operator and admin requests between nodes (join, leave, remove, status).
     pub const ADMIN: u16 = 6;
+    /// Tombstone purge: which replicas hold a tombstone past grace, and the purge itself.
+    pub const TOMBSTONE: u16 = 7;
 
     /// A name for logs and metrics labels.
     pub fn name(tag: u16) -> &'static str {
@@ -34,6 +36,7 @@ pub mod tags {
             ANTI_ENTROPY => "anti_entropy",
             STREAMING => "streaming",
             ADMIN => "admin",
+            TOMBSTONE => "tombstone",
             _ => "unknown",
         }
     }

@@ -138,6 +138,8 @@ fn render(cx: &Ctx<'_>, wanted: &[bool]) -> String {
                 line!("hints_dropped:{}", m.hints_dropped.get());
                 line!("anti_entropy_repairs:{}", m.anti_entropy_repairs.get());
                 line!("anti_entropy_bytes:{}", m.anti_entropy_bytes.get());
+                line!("tombstones_purged:{}", m.tombstones_purged.get());
+                line!("tombstones_deferred:{}", m.tombstones_deferred.get());
             }
             "replication" => {
                 line!("# Replication");
