@@ -189,7 +189,17 @@ fn report_write(resp: Response) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// How many partitions `ringkv status` lists unless asked for all of them.
+pub const STATUS_PARTITION_LINES: usize = 20;
+
+/// `ringkv status` with the anti-entropy listing cut to the [`STATUS_PARTITION_LINES`] stalest
+/// partitions.
 pub fn status(conn: &Connection) -> anyhow::Result<()> {
+    status_with(conn, Some(STATUS_PARTITION_LINES))
+}
+
+/// `ringkv status`, listing at most `partition_lines` partitions (`None`: every one).
+pub fn status_with(conn: &Connection, partition_lines: Option<usize>) -> anyhow::Result<()> {
     let resp = conn.send(conn.request(reqwest::Method::GET, "/v1/cluster")?)?;
     if !resp.status().is_success() {
         return Err(fail(resp));
@@ -230,7 +240,8 @@ pub fn status(conn: &Connection) -> anyhow::Result<()> {
             text(&m["http_addr"]),
             text(&m["dc"]),
             text(&m["rack"]),
-            m["weight"],
+            // serde_json's Display ignores widths: format numbers as strings.
+            text(&m["weight"]),
             text(&m["status"]),
             if m["down"].as_bool().unwrap_or(false) {
                 "yes"
@@ -238,7 +249,7 @@ pub fn status(conn: &Connection) -> anyhow::Result<()> {
                 "no"
             },
             format!("{}ms", m["heartbeat_age_ms"].as_u64().unwrap_or(0)),
-            m["partitions_held"],
+            text(&m["partitions_held"]),
             // Hints the answering node holds for this member, to deliver when it is back.
             m["hints_pending"].as_u64().unwrap_or(0)
         );
@@ -248,7 +259,7 @@ pub fn status(conn: &Connection) -> anyhow::Result<()> {
     let ae = &body["anti_entropy"];
     if ae.is_object() {
         let oldest = match ae["oldest_exchange_age_ms"].as_u64() {
-            Some(ms) => format!("oldest {} s ago", ms / 1000),
+            Some(ms) => format!("oldest {} ago", fmt_age(ms)),
             None => "none yet".to_string(),
         };
         println!(
@@ -257,8 +268,93 @@ pub fn status(conn: &Connection) -> anyhow::Result<()> {
             ae["partitions"].as_u64().unwrap_or(0),
             ae["repairs"].as_u64().unwrap_or(0)
         );
+        let listed = ae["per_partition"].as_array().cloned().unwrap_or_default();
+        for line in partition_lines_of(&listed, partition_lines) {
+            println!("  {line}");
+        }
     }
     Ok(())
+}
+
+/// The per-partition anti-entropy listing of `ringkv status`, stalest first.
+///
+/// With a `limit` (the default view): the partitions never exchanged since the node started
+/// collapse into one line of ids (at most `limit` of them), then one line per exchanged
+/// partition, oldest first, at most `limit`, then how many more there are. Without: one line per
+/// partition, the never-exchanged ones first.
+fn partition_lines_of(partitions: &[serde_json::Value], limit: Option<usize>) -> Vec<String> {
+    let mut rows: Vec<(u64, Option<u64>, String)> = partitions
+        .iter()
+        .map(|p| {
+            let peers: Vec<String> = p["peers"]
+                .as_array()
+                .map(|a| a.iter().map(text).collect())
+                .unwrap_or_default();
+            (
+                p["partition"].as_u64().unwrap_or(0),
+                p["last_exchange_age_ms"].as_u64(),
+                peers.join(", "),
+            )
+        })
+        .collect();
+    // None (never) first, then the largest age; ties by partition id.
+    rows.sort_by_key(|(id, age, _)| (age.map(std::cmp::Reverse), *id));
+    let line = |(id, age, peers): &(u64, Option<u64>, String)| {
+        let when = match age {
+            Some(ms) => format!("last exchange {} ago", fmt_age(*ms)),
+            None => "never exchanged".to_string(),
+        };
+        let with = if peers.is_empty() {
+            "no other replica".to_string()
+        } else {
+            format!("with {peers}")
+        };
+        format!("{:<6} {when:<28} ({with})", format!("p{id}"))
+    };
+    let Some(limit) = limit else {
+        return rows.iter().map(line).collect();
+    };
+    let split = rows.iter().take_while(|(_, age, _)| age.is_none()).count();
+    let (never, exchanged) = rows.split_at(split);
+    let mut lines = Vec::new();
+    if !never.is_empty() {
+        let ids: Vec<String> = never
+            .iter()
+            .take(limit)
+            .map(|(id, ..)| format!("p{id}"))
+            .collect();
+        let more = never.len() - ids.len();
+        lines.push(format!(
+            "never exchanged since start ({}): {}{}",
+            never.len(),
+            ids.join(" "),
+            if more > 0 {
+                format!(" ... and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    lines.extend(exchanged.iter().take(limit).map(line));
+    if exchanged.len() > limit {
+        lines.push(format!(
+            "... and {} more exchanged more recently; `ringkv status --all-partitions` lists every \
+             partition",
+            exchanged.len() - limit
+        ));
+    }
+    lines
+}
+
+/// `850ms`, `3.2s`, `4m05s`, `2h07m`.
+fn fmt_age(ms: u64) -> String {
+    let s = ms / 1000;
+    match ms {
+        0..1_000 => format!("{ms}ms"),
+        1_000..60_000 => format!("{}.{}s", s, (ms % 1000) / 100),
+        60_000..3_600_000 => format!("{}m{:02}s", s / 60, s % 60),
+        _ => format!("{}h{:02}m", s / 3600, (s % 3600) / 60),
+    }
 }
 
 pub fn ring(conn: &Connection) -> anyhow::Result<()> {
@@ -274,7 +370,7 @@ pub fn ring(conn: &Connection) -> anyhow::Result<()> {
         println!(
             "{:<20} {:>10} {:>7.1}%",
             text(&n["id"]),
-            n["partitions"],
+            text(&n["partitions"]),
             share
         );
     }
@@ -293,4 +389,38 @@ fn text(v: &serde_json::Value) -> String {
     v.as_str()
         .map(String::from)
         .unwrap_or_else(|| v.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn partition_listing_is_stalest_first_and_truncated() {
+        let ps = [
+            json!({"partition": 4, "peers": ["n2", "n3"], "last_exchange_age_ms": 3_200}),
+            json!({"partition": 9, "peers": ["n3"], "last_exchange_age_ms": null}),
+            json!({"partition": 2, "peers": [], "last_exchange_age_ms": 65_000}),
+            json!({"partition": 1, "peers": ["n2"], "last_exchange_age_ms": 10}),
+            json!({"partition": 7, "peers": ["n3"], "last_exchange_age_ms": null}),
+        ];
+        let all = partition_lines_of(&ps, None);
+        assert_eq!(all.len(), 5);
+        assert!(all[0].starts_with("p7 ") && all[0].contains("never exchanged"));
+        assert!(
+            all[1].starts_with("p9 ") && all[1].ends_with("(with n3)"),
+            "{}",
+            all[1]
+        );
+        assert!(all[2].contains("last exchange 1m05s ago") && all[2].contains("no other"));
+        assert!(all[3].starts_with("p4 ") && all[3].contains("last exchange 3.2s ago"));
+        assert!(all[4].contains("10ms ago"), "{}", all[4]);
+        let cut = partition_lines_of(&ps, Some(1));
+        assert_eq!(cut.len(), 3, "{cut:?}");
+        assert_eq!(cut[0], "never exchanged since start (2): p7 ... and 1 more");
+        assert!(cut[1].starts_with("p2 "), "{}", cut[1]);
+        assert!(cut[2].starts_with("... and 2 more exchanged"), "{}", cut[2]);
+        assert_eq!(fmt_age(7_322_000), "2h02m");
+    }
 }

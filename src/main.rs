@@ -67,8 +67,12 @@ enum Command {
         #[command(flatten)]
         conn: client::Connection,
     },
-    /// Show the cluster's members as this node sees them.
+    /// Show the cluster's members as this node sees them, and its anti-entropy per partition
+    /// (the 20 stalest; --all-partitions for every one).
     Status {
+        /// List every partition this node replicates, not only the 20 stalest.
+        #[arg(long)]
+        all_partitions: bool,
         #[command(flatten)]
         conn: client::Connection,
     },
@@ -211,7 +215,13 @@ fn main() -> anyhow::Result<()> {
             w,
             conn,
         } => client::delete(&conn, &key, context.as_deref(), w.as_deref()),
-        Command::Status { conn } => client::status(&conn),
+        Command::Status {
+            all_partitions,
+            conn,
+        } => client::status_with(
+            &conn,
+            (!all_partitions).then_some(client::STATUS_PARTITION_LINES),
+        ),
         Command::Ring { conn } => client::ring(&conn),
         Command::Cluster(cmd) => local_cluster::run(cmd),
     }

@@ -4,8 +4,9 @@
 //! exists for it, and the hint window of 0 would drop one at once anyway). The stopped node is
 //! SIGKILLed (losing whatever replicates sat in its socket buffers) and restarted; within 20 s
 //! its anti-entropy repairs reach the number of missed keys, and with the two other nodes
-//! SIGSTOPped it alone serves every key at R=1 from its own replica. `ringkv status` and INFO
-//! show the anti-entropy figures. Every loop is bounded; every process dies with the test.
+//! SIGSTOPped it alone serves every key at R=1 from its own replica. `/v1/cluster`,
+//! `ringkv status` (summary and per-partition ages) and INFO show the anti-entropy figures.
+//! Every loop is bounded; every process dies with the test.
 
 mod common;
 
@@ -82,9 +83,37 @@ fn a_node_that_missed_writes_is_repaired_by_anti_entropy() {
     assert!(ae["bytes"].as_u64().unwrap_or(0) > 0, "{ae}");
     assert_eq!(ae["partitions"], 16, "{ae}");
     assert!(ae["exchanged_ever"].as_u64().unwrap_or(0) > 0, "{ae}");
+    // Per partition: the other two replicas, and an age once exchanged (null = never); the
+    // summary is computed from the same list.
+    let per = ae["per_partition"].as_array().expect("per_partition");
+    assert_eq!(per.len(), 16, "{ae}");
+    let ages: Vec<u64> = per
+        .iter()
+        .filter_map(|p| p["last_exchange_age_ms"].as_u64())
+        .collect();
+    assert_eq!(
+        ages.len() as u64,
+        ae["exchanged_ever"].as_u64().unwrap(),
+        "{ae}"
+    );
+    assert_eq!(
+        ages.iter().max().copied(),
+        ae["oldest_exchange_age_ms"].as_u64()
+    );
+    for p in per {
+        let mut peers: Vec<&str> = p["peers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|v| v.as_str())
+            .collect();
+        peers.sort_unstable();
+        assert_eq!(peers, ["n1", "n2"], "{p}");
+    }
 
     let status = Command::new(common::bin())
-        .args(["status", "--http", &c.nodes[VICTIM].http.to_string()])
+        .args(["status", "--all-partitions", "--http"])
+        .arg(c.nodes[VICTIM].http.to_string())
         .output()
         .unwrap();
     assert!(status.status.success(), "ringkv status failed");
@@ -95,6 +124,14 @@ fn a_node_that_missed_writes_is_repaired_by_anti_entropy() {
         .unwrap_or_else(|| panic!("no anti-entropy line in:\n{stdout}"));
     assert!(line.contains("/16 partitions exchanged"), "{line}");
     assert!(line.ends_with(" repairs"), "{line}");
+    // Then one line per partition, stalest first.
+    let listed: Vec<&str> = stdout.lines().filter(|l| l.starts_with("  p")).collect();
+    assert_eq!(listed.len(), 16, "{stdout}");
+    assert!(listed.iter().all(|l| l.contains("(with n")), "{stdout}");
+    assert!(
+        listed.iter().any(|l| l.contains("last exchange ")),
+        "{stdout}"
+    );
     let mut con = c.nodes[VICTIM].redis();
     let info: String = redis::cmd("INFO").arg("stats").query(&mut con).unwrap();
     assert!(info.contains("anti_entropy_repairs:"), "INFO stats: {info}");

@@ -97,6 +97,31 @@ pub struct AntiEntropySummary {
     pub oldest_exchange_age_ms: Option<u64>,
 }
 
+impl AntiEntropySummary {
+    /// The summary of a per-partition list, so both views come from one clock reading.
+    pub fn of(ages: &[PartitionExchange]) -> AntiEntropySummary {
+        let mut s = AntiEntropySummary {
+            partitions: ages.len() as u64,
+            ..Default::default()
+        };
+        for age in ages.iter().filter_map(|e| e.age_ms) {
+            s.exchanged_ever += 1;
+            s.oldest_exchange_age_ms = Some(s.oldest_exchange_age_ms.map_or(age, |a| a.max(age)));
+        }
+        s
+    }
+}
+
+/// One partition's last successful exchange (either side of the session), for the
+/// per-partition list of `/v1/cluster` and `ringkv status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionExchange {
+    pub partition: PartitionId,
+    /// Milliseconds since its last session that ended InSync or Repaired; `None` when it had
+    /// none since this node started (the times are not persisted).
+    pub age_ms: Option<u64>,
+}
+
 impl AntiEntropyState {
     pub fn new(partitions: u32) -> AntiEntropyState {
         AntiEntropyState {
@@ -124,21 +149,21 @@ impl AntiEntropyState {
 
     /// Summary over the partitions `mine`.
     pub fn summary(&self, mine: &[PartitionId]) -> AntiEntropySummary {
+        AntiEntropySummary::of(&self.exchange_ages(mine))
+    }
+
+    /// Per partition of `mine` (in that order), the age of its last successful exchange.
+    pub fn exchange_ages(&self, mine: &[PartitionId]) -> Vec<PartitionExchange> {
         let now = now_ms();
-        let mut s = AntiEntropySummary {
-            partitions: mine.len() as u64,
-            ..Default::default()
-        };
-        for &p in mine {
-            let t = self.last_exchange(p);
-            if t > 0 {
-                s.exchanged_ever += 1;
-                let age = now.saturating_sub(t);
-                s.oldest_exchange_age_ms =
-                    Some(s.oldest_exchange_age_ms.map_or(age, |a| a.max(age)));
-            }
-        }
-        s
+        mine.iter()
+            .map(|&partition| {
+                let t = self.last_exchange(partition);
+                PartitionExchange {
+                    partition,
+                    age_ms: (t > 0).then(|| now.saturating_sub(t)),
+                }
+            })
+            .collect()
     }
 }
 
@@ -440,4 +465,30 @@ pub async fn run(node: Node, shutdown: CancellationToken) -> std::io::Result<()>
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn per_partition_ages_start_unknown_and_follow_exchanges() {
+        let state = AntiEntropyState::new(8);
+        let mine = [PartitionId(1), PartitionId(5), PartitionId(6)];
+        let ages = state.exchange_ages(&mine);
+        assert_eq!(ages.len(), 3);
+        assert!(ages.iter().all(|e| e.age_ms.is_none()), "{ages:?}");
+        state.note_exchange(PartitionId(5));
+        let ages = state.exchange_ages(&mine);
+        let got: Vec<_> = ages
+            .iter()
+            .map(|e| (e.partition.0, e.age_ms.is_some()))
+            .collect();
+        assert_eq!(got, [(1, false), (5, true), (6, false)]);
+        let s = AntiEntropySummary::of(&ages);
+        assert_eq!((s.partitions, s.exchanged_ever), (3, 1));
+        assert_eq!(s.oldest_exchange_age_ms, ages[1].age_ms);
+        // A partition outside the ring is never exchanged, not a panic.
+        assert_eq!(state.exchange_ages(&[PartitionId(99)])[0].age_ms, None);
+    }
 }

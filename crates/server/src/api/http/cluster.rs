@@ -3,6 +3,7 @@
 //! Every figure comes from the node's live state ([`Node::info`], the gossip membership and the
 //! ring built from it, its metrics registry).
 
+use crate::cluster::anti_entropy::AntiEntropySummary;
 use crate::Node;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -46,9 +47,29 @@ pub(crate) async fn cluster(State(node): State<Node>) -> Response {
     let cluster = node.cluster();
     let ring = cluster.ring();
     let tick_ms = node.config().gossip_interval_ms;
-    let ae = node
+    let n = node.replicas_per_key();
+    let ae_ages = node
         .anti_entropy()
-        .summary(&crate::cluster::anti_entropy::replicated_partitions(&node));
+        .exchange_ages(&crate::cluster::anti_entropy::replicated_partitions(&node));
+    let ae = AntiEntropySummary::of(&ae_ages);
+    // Per partition this node replicates (ascending): the other replicas it exchanges with
+    // and the age of its last successful exchange (null: none since this node started).
+    let ae_partitions: Vec<_> = ae_ages
+        .iter()
+        .map(|e| {
+            let peers: Vec<String> = ring
+                .preference_list(e.partition, n)
+                .into_iter()
+                .filter(|id| id != &info.node_id)
+                .map(|id| id.as_str().to_string())
+                .collect();
+            json!({
+                "partition": e.partition.0,
+                "peers": peers,
+                "last_exchange_age_ms": e.age_ms,
+            })
+        })
+        .collect();
     let members: Vec<_> = cluster
         .view()
         .into_iter()
@@ -86,19 +107,20 @@ pub(crate) async fn cluster(State(node): State<Node>) -> Response {
         "n": info.n,
         "r": info.r,
         "w": info.w,
-        "replicas_per_key": node.replicas_per_key(),
+        "replicas_per_key": n,
         "partitions": info.partitions,
         "durability": info.durability,
         "hints_pending": info.hints_pending,
         // This node's anti-entropy: partitions it replicates, how many had a successful
         // exchange (InSync or Repaired) since start, the oldest such exchange's age, and
-        // the repair and byte counters.
+        // the repair and byte counters; `per_partition` details each of those partitions.
         "anti_entropy": {
             "partitions": ae.partitions,
             "exchanged_ever": ae.exchanged_ever,
             "oldest_exchange_age_ms": ae.oldest_exchange_age_ms,
             "repairs": node.metrics().anti_entropy_repairs.get(),
             "bytes": node.metrics().anti_entropy_bytes.get(),
+            "per_partition": ae_partitions,
         },
         "members": members,
     }))

@@ -10,6 +10,7 @@
 //! | `GET /v1/cluster`, `GET /v1/ring` | membership and partition ownership (JSON) |
 //! | `GET /healthz` | `200`, or `503` while shutting down or with poisoned storage |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /ui` | the dashboard (`ui.rs`, `ui.html`): polls `/v1/cluster`, `/v1/ring`, `/metrics` |
 //!
 //! Module map: `kv` (the key-value routes), `key_path` (keys in URIs, `?r=`/`?w=`), `cluster`
 //! (the operator routes), `errors` (every refusal and the one `NodeError` -> status table),
@@ -42,6 +43,7 @@ mod serve;
 mod socket_tests;
 #[cfg(test)]
 mod tests;
+mod ui;
 mod write_stall;
 
 pub use kv::{ACKED_BY_HEADER, CONTEXT_HEADER};
@@ -81,6 +83,8 @@ pub fn router(node: Node) -> Router {
         .route("/v1/ring", get(cluster::ring))
         .route("/healthz", get(cluster::healthz))
         .route("/metrics", get(cluster::metrics))
+        .route("/ui", get(ui::page))
+        .route("/ui/", get(ui::page))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn_with_state(node.clone(), gate))
