@@ -254,6 +254,9 @@ pub fn status_with(conn: &Connection, partition_lines: Option<usize>) -> anyhow:
             m["hints_pending"].as_u64().unwrap_or(0)
         );
     }
+    for line in transfer_lines(&body["transfers"]) {
+        println!("{line}");
+    }
     // The answering node's anti-entropy: partitions it replicates that had a successful
     // exchange since it started, and how long ago the oldest of those was.
     let ae = &body["anti_entropy"];
@@ -273,6 +276,94 @@ pub fn status_with(conn: &Connection, partition_lines: Option<usize>) -> anyhow:
             println!("  {line}");
         }
     }
+    Ok(())
+}
+
+/// A text progress bar of `done` out of `total`, with the percentage.
+fn progress(done: u64, total: u64) -> String {
+    let pct = if total == 0 { 100 } else { done * 100 / total };
+    let filled = (pct / 5) as usize;
+    format!(
+        "[{}{}] {pct:>3}%",
+        "#".repeat(filled),
+        "-".repeat(20 - filled)
+    )
+}
+
+/// The answering node's partition transfers, as `ringkv status` prints them (nothing when none).
+fn transfer_lines(t: &serde_json::Value) -> Vec<String> {
+    let get = |k: &str| t[k].as_u64().unwrap_or(0);
+    let mut out = Vec::new();
+    let (to_pull, pulled) = (get("partitions_to_pull"), get("partitions_pulled"));
+    if to_pull > 0 {
+        let now = match t["pulling"].as_u64() {
+            Some(p) => format!(", pulling p{p}"),
+            None => String::new(),
+        };
+        out.push(format!(
+            "streaming in: {} {pulled}/{to_pull} partitions, {} keys, {} KiB{now}",
+            progress(pulled, to_pull),
+            get("keys_received"),
+            get("bytes_received") / 1024
+        ));
+    }
+    let (handoff, confirmed) = (get("handoff_partitions"), get("handoff_confirmed"));
+    if handoff > 0 {
+        out.push(format!(
+            "handing off:  {} {confirmed}/{handoff} partitions confirmed by their new owners",
+            progress(confirmed, handoff)
+        ));
+    }
+    out
+}
+
+/// `ringkv leave`: asks the node to leave, then follows its handoff until it is `left` (or
+/// `timeout_secs` pass: the node keeps going; run `ringkv status` to watch).
+pub fn leave(conn: &Connection, timeout_secs: u64) -> anyhow::Result<()> {
+    let resp = conn.send(conn.request(reqwest::Method::POST, "/v1/admin/leave")?)?;
+    if !resp.status().is_success() {
+        return Err(fail(resp));
+    }
+    println!("leaving: the new owners of this node's partitions are streaming them in");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(timeout_secs);
+    loop {
+        let resp = conn.send(conn.request(reqwest::Method::GET, "/v1/cluster")?)?;
+        let body: serde_json::Value = resp.json()?;
+        let me = body["members"]
+            .as_array()
+            .and_then(|ms| {
+                ms.iter()
+                    .find(|m| m["self"].as_bool() == Some(true))
+                    .cloned()
+            })
+            .unwrap_or_default();
+        if me["status"].as_str() == Some("left") {
+            println!("left: every partition is with its new owners; the node can be stopped");
+            return Ok(());
+        }
+        for line in transfer_lines(&body["transfers"]) {
+            println!("{line}");
+        }
+        if std::time::Instant::now() >= deadline {
+            bail!(
+                "still leaving after {timeout_secs}s; the handoff continues (see `ringkv status`)"
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
+/// `ringkv remove NODE`: takes a dead member out; the others restore N copies of its data.
+pub fn remove(conn: &Connection, id: &str) -> anyhow::Result<()> {
+    let path = format!(
+        "/v1/admin/remove/{}",
+        percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+    );
+    let resp = conn.send(conn.request(reqwest::Method::POST, &path)?)?;
+    if !resp.status().is_success() {
+        return Err(fail(resp));
+    }
+    println!("removed {id}: its partitions are being streamed to their new replicas (see `ringkv status`)");
     Ok(())
 }
 

@@ -67,6 +67,21 @@ enum Command {
         #[command(flatten)]
         conn: client::Connection,
     },
+    /// Leave the cluster: this node hands its partitions to their new owners, then shows
+    /// `left` (stop it then). Follows the handoff until done or --timeout seconds.
+    Leave {
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+        #[command(flatten)]
+        conn: client::Connection,
+    },
+    /// Take a dead node out of the cluster; the others stream its partitions in to restore N
+    /// copies. Ask any live node.
+    Remove {
+        node: String,
+        #[command(flatten)]
+        conn: client::Connection,
+    },
     /// Show the cluster's members as this node sees them, and its anti-entropy per partition
     /// (the 20 stalest; --all-partitions for every one).
     Status {
@@ -223,6 +238,8 @@ fn main() -> anyhow::Result<()> {
             (!all_partitions).then_some(client::STATUS_PARTITION_LINES),
         ),
         Command::Ring { conn } => client::ring(&conn),
+        Command::Leave { timeout, conn } => client::leave(&conn, timeout),
+        Command::Remove { node, conn } => client::remove(&conn, &node),
         Command::Cluster(cmd) => local_cluster::run(cmd),
     }
 }

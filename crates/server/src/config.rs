@@ -110,6 +110,9 @@ pub struct Config {
     /// robin) for tombstones past grace. A separate knob from `anti_entropy_interval_ms`, so a
     /// test or an operator can change one without the other.
     pub tombstone_scan_interval_ms: u64,
+    /// Pace of partition streaming (join, leave, remove) on the receiving node, bytes per
+    /// second: a transfer leaves room for client traffic.
+    pub stream_bytes_per_sec: u64,
 }
 
 impl Default for Config {
@@ -151,6 +154,7 @@ impl Default for Config {
             merkle_buckets: 64,
             tombstone_grace_secs: 10 * 24 * 60 * 60,
             tombstone_scan_interval_ms: 10_000,
+            stream_bytes_per_sec: 32 * 1024 * 1024,
         }
     }
 }

@@ -123,6 +123,10 @@ pub struct Metrics {
     pub anti_entropy_bytes: Counter,
     /// Anti-entropy sessions that ended InSync or Repaired (either side).
     pub anti_entropy_exchanges: Counter,
+    /// Partition streaming (join, leave, remove): keys and bytes received, partitions done.
+    pub stream_keys: Counter,
+    pub stream_bytes: Counter,
+    pub stream_partitions: Counter,
     /// Anti-entropy sessions that timed out, aborted or failed in transport (initiator side).
     pub anti_entropy_failures: Counter,
     /// Tombstones this node deleted from its own replica (past grace, held by every replica).
@@ -162,6 +166,24 @@ impl Metrics {
         let storage_poisoned = Gauge::default();
         let row_cache_bytes = Gauge::default();
         let hints_pending = Gauge::default();
+        let stream_keys = Counter::default();
+        let stream_bytes = Counter::default();
+        let stream_partitions = Counter::default();
+        registry.register(
+            "stream_keys_received",
+            "Keys received by partition streaming (join, leave, remove)",
+            stream_keys.clone(),
+        );
+        registry.register(
+            "stream_bytes_received",
+            "Bytes of sibling sets received by partition streaming",
+            stream_bytes.clone(),
+        );
+        registry.register(
+            "stream_partitions_pulled",
+            "Partitions streamed in completely",
+            stream_partitions.clone(),
+        );
         let hints_stored = Counter::default();
         let hints_delivered = Counter::default();
         let hints_dropped = Counter::default();
@@ -324,6 +346,9 @@ impl Metrics {
             anti_entropy_repairs,
             anti_entropy_bytes,
             anti_entropy_exchanges,
+            stream_keys,
+            stream_bytes,
+            stream_partitions,
             anti_entropy_failures,
             tombstones_purged,
             tombstones_deferred,

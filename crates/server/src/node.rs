@@ -121,6 +121,7 @@ struct Inner {
     cluster: Cluster,
     hints: Hints,
     anti_entropy: AntiEntropyState,
+    streaming: crate::cluster::streaming::StreamingState,
 }
 
 const META_NODE_ID: &[u8] = b"node_id";
@@ -168,6 +169,7 @@ impl Node {
                 cluster,
                 hints,
                 anti_entropy: AntiEntropyState::new(config.partitions),
+                streaming: Default::default(),
             }),
         })
     }
@@ -204,6 +206,11 @@ impl Node {
     /// Anti-entropy sessions and per-partition last exchanges.
     pub fn anti_entropy(&self) -> &AntiEntropyState {
         &self.inner.anti_entropy
+    }
+
+    /// Partition streaming: transfers in progress and leave confirmations.
+    pub fn streaming(&self) -> &crate::cluster::streaming::StreamingState {
+        &self.inner.streaming
     }
 
     /// Brings the live-keys gauge up to date after a replica-side change.

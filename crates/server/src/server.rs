@@ -5,7 +5,7 @@
 //! refuse new writes and make everything written durable (periodic mode's window), then close
 //! storage. A write acknowledged in `sync` mode was already durable before its ack.
 
-use crate::cluster::{anti_entropy, gossip, handoff, replication, tombstones};
+use crate::cluster::{anti_entropy, gossip, handoff, replication, streaming, tombstones};
 use crate::peer::{
     tags, ClientOptions, ClusterSecret, PeerClient, PeerIdentity, PeerServer, ServerOptions,
     TagRouter,
@@ -68,7 +68,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .route(tags::REPLICA, replication::handler(node.clone()))
         .route(tags::HANDOFF, handoff::handler(node.clone()))
         .route(tags::ANTI_ENTROPY, anti_entropy::handler(node.clone()))
-        .route(tags::TOMBSTONE, tombstones::handler(node.clone()));
+        .route(tags::TOMBSTONE, tombstones::handler(node.clone()))
+        .route(tags::STREAMING, streaming::handler(node.clone()));
     let peer_server = PeerServer::new(identity, Arc::new(router), ServerOptions::default());
     let peer_shutdown = shutdown.clone();
     tasks.spawn(async move { peer_server.serve(peer, peer_shutdown).await });
@@ -83,6 +84,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     tasks.spawn(handoff::run(node.clone(), shutdown.clone()));
     tasks.spawn(anti_entropy::run(node.clone(), shutdown.clone()));
     tasks.spawn(tombstones::run(node.clone(), shutdown.clone()));
+    tasks.spawn(streaming::run(node.clone(), shutdown.clone()));
     tasks.spawn(api::resp::serve(resp, node.clone(), shutdown.clone()));
     tasks.spawn(api::http::serve(http, node.clone(), shutdown.clone()));
     tracing::info!(

@@ -17,6 +17,11 @@ pub struct Plan {
     pub targets: Vec<NodeId>,
     /// (stand-in, the down member it takes writes for).
     pub stand_ins: Vec<(NodeId, NodeId)>,
+    /// New owners of the partition that are still streaming it in (in the write ring's list,
+    /// not in the read ring's): writes go to them too and each must ack on top of W, so a
+    /// write acknowledged during the transfer is on the new owner when the ring switches
+    /// (Cassandra counts pending replicas the same way). Reads never go to them.
+    pub pending: Vec<NodeId>,
 }
 
 impl Plan {
@@ -41,6 +46,37 @@ impl Plan {
             }
         }
         plan
+    }
+
+    /// [`Plan::new`] on the read ring, plus the write ring's new owners as
+    /// [`Plan::pending`] (when both rings are the same, none).
+    pub fn with_pending(
+        read: &Ring,
+        write: &Ring,
+        partition: PartitionId,
+        n: usize,
+        is_down: impl Fn(&NodeId) -> bool,
+    ) -> Plan {
+        let mut plan = Plan::new(read, partition, n, &is_down);
+        if !std::ptr::eq(read, write) {
+            let current = read.preference_list(partition, n);
+            plan.pending = write
+                .preference_list(partition, n)
+                .into_iter()
+                .filter(|id| !current.contains(id) && !plan.targets.contains(id))
+                .collect();
+        }
+        plan
+    }
+
+    /// Everything a write goes to: the targets, then the pending new owners.
+    pub fn write_targets(&self) -> Vec<NodeId> {
+        self.targets.iter().chain(&self.pending).cloned().collect()
+    }
+
+    /// Acks a write needs: `w` plus one per pending new owner (capped by the nodes written).
+    pub fn write_acks(&self, w: usize) -> usize {
+        (w + self.pending.len()).min(self.targets.len() + self.pending.len())
     }
 
     /// The down member `node` stands in for, when it is a stand-in.
@@ -86,6 +122,36 @@ mod tests {
         );
         assert_eq!(plan.intended_for(&all[3]), Some(&down));
         assert_eq!(plan.intended_for(&all[0]), None);
+    }
+
+    #[test]
+    fn a_joining_node_is_pending_for_writes_and_counted_on_top_of_w() {
+        let read = ring(4);
+        let write = ring(5);
+        let n5 = NodeId::new("n5").unwrap();
+        let mut seen = 0;
+        for p in 0..64 {
+            let p = PartitionId(p);
+            let plan = Plan::with_pending(&read, &write, p, 3, |_| false);
+            assert_eq!(plan.targets, read.preference_list(p, 3));
+            assert!(!plan.targets.contains(&n5));
+            // Every new owner is pending: the joining node, and any member the new ring moves
+            // a replica to.
+            let new_owners: Vec<NodeId> = write
+                .preference_list(p, 3)
+                .into_iter()
+                .filter(|id| !plan.targets.contains(id))
+                .collect();
+            assert_eq!(plan.pending, new_owners);
+            assert_eq!(plan.write_acks(2), 2 + new_owners.len());
+            assert_eq!(plan.write_targets().len(), 3 + new_owners.len());
+            if new_owners.contains(&n5) {
+                seen += 1;
+            }
+        }
+        assert!(seen > 0);
+        let same = Plan::with_pending(&read, &read, PartitionId(1), 3, |_| false);
+        assert!(same.pending.is_empty());
     }
 
     #[test]

@@ -42,11 +42,13 @@
 //!   member's generation: the top of the lattice, so it wins every merge of that generation. A
 //!   `Left` member is forgotten after `forget_left_after`, leaving a tombstone of its generation
 //!   so that stale gossip cannot bring it back; to rejoin, it restarts with a larger generation.
-//! - **The ring** takes [`Membership::ring_members`]: `Joining`, `Up` and `Leaving` members, not
-//!   `Left` ones, down or not. Joining members are in it so that the ring gives them the
-//!   partitions they are to stream in (writes go to old and new owners until the transfer is
-//!   done); leaving ones stay until their handoff is done and they say `Left`.
-//!   [`Membership::epoch`] rises whenever that list changes: rebuild the ring then.
+//! - **Two rings during a transfer.** [`Membership::read_ring_members`] (`Up`, `Leaving`) is
+//!   the ring reads go by; [`Membership::write_ring_members`] (`Joining`, `Up`) is the ring once
+//!   every transfer is done. Writes go to the replicas of both, so a joining node receives the
+//!   writes of the partitions it streams in, and a leaving one keeps serving until its new
+//!   owners have its data and it says `Left`. Down or not does not matter to either ring.
+//!   [`Membership::epoch`] rises whenever either list changes (a status change included):
+//!   rebuild the rings then.
 //!
 //! # Trust and bounds
 //! Authentication is the transport's job: only peers that proved the cluster secret reach
@@ -220,7 +222,7 @@ pub struct Membership {
     epoch: u64,
     health_epoch: u64,
     /// `ring_members` as of the last change, sorted by id.
-    ring: Vec<RingMember>,
+    ring: Vec<(RingMember, MemberStatus)>,
     events: VecDeque<Event>,
     events_dropped: u64,
     ignored_records: u64,
@@ -235,7 +237,7 @@ impl Membership {
         me.validate()?;
         let id = me.id.clone();
         let ring = if me.status.owns_partitions() {
-            vec![me.ring_member()]
+            vec![(me.ring_member(), me.status)]
         } else {
             Vec::new()
         };
@@ -458,7 +460,29 @@ impl Membership {
     /// matter: a down member keeps its partitions and sloppy quorum routes around it. Sorted by
     /// id; nodes with the same table get the same list.
     pub fn ring_members(&self) -> Vec<RingMember> {
-        self.ring.clone()
+        self.ring.iter().map(|(m, _)| m.clone()).collect()
+    }
+
+    /// The members that serve reads: `Up` and `Leaving` (a leaving member keeps its partitions
+    /// until their new owners have them; a joining one has not got them yet). The ring of
+    /// these is the one reads, anti-entropy and the W count of writes go by.
+    pub fn read_ring_members(&self) -> Vec<RingMember> {
+        self.ring_of(|s| matches!(s, MemberStatus::Up | MemberStatus::Leaving))
+    }
+
+    /// The members that will own partitions once every transfer is done: `Joining` and `Up`.
+    /// Writes also go to the replicas this ring adds (the new owners, while they stream in), so
+    /// nothing acknowledged during a transfer is missing when the ring switches.
+    pub fn write_ring_members(&self) -> Vec<RingMember> {
+        self.ring_of(|s| matches!(s, MemberStatus::Joining | MemberStatus::Up))
+    }
+
+    fn ring_of(&self, keep: impl Fn(MemberStatus) -> bool) -> Vec<RingMember> {
+        self.ring
+            .iter()
+            .filter(|(_, s)| keep(*s))
+            .map(|(m, _)| m.clone())
+            .collect()
     }
 
     /// Ticks since `id`'s heartbeat last rose here, `None` for an unknown member.
@@ -483,7 +507,8 @@ impl Membership {
             .collect()
     }
 
-    /// Rises whenever [`Membership::ring_members`] changes: the shell rebuilds the ring then.
+    /// Rises whenever the members owning partitions or their statuses change: the shell
+    /// rebuilds its rings then.
     pub fn epoch(&self) -> u64 {
         self.epoch
     }
@@ -726,7 +751,7 @@ impl Membership {
                 .table
                 .values()
                 .filter(|e| e.member.status.owns_partitions())
-                .map(|e| e.member.ring_member())
+                .map(|e| (e.member.ring_member(), e.member.status))
                 .collect();
             self.epoch += 1;
         }
@@ -742,9 +767,12 @@ impl Membership {
             .filter(|m| m.status.owns_partitions())
         {
             match cached.next() {
-                Some(r)
-                    if r.id == m.id && r.weight == m.weight && r.dc == m.dc && r.rack == m.rack => {
-                }
+                Some((r, status))
+                    if r.id == m.id
+                        && r.weight == m.weight
+                        && r.dc == m.dc
+                        && r.rack == m.rack
+                        && *status == m.status => {}
                 _ => return false,
             }
         }

@@ -4,7 +4,8 @@
 //! - **Start** ([`open`]): pick this incarnation's generation (one more than the persisted one,
 //!   or the wall-clock seconds if larger, so a lost `meta` keyspace still moves forward), build
 //!   this node's own record, restore the persisted member table (so a restarted node rejoins
-//!   without seeds), and go `Joining -> Up` at once (no partition streaming yet).
+//!   without seeds), and pick the starting status: the persisted one on a restart, `Up` for a
+//!   new node with no seeds, `Joining` otherwise (`cluster::streaming` moves it on).
 //! - **Tick** ([`run`]): every `gossip_interval_ms`, `Membership::tick`, and send each envelope
 //!   fire-and-forget with `PeerClient::send` on tag `GOSSIP` (gossip repeats, so a lost message
 //!   costs only freshness); persist the table when it changed in a way that matters.
@@ -66,12 +67,28 @@ pub async fn open(
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     let now = ringkv_core::membership::Ticks(0);
+    let own = persisted
+        .iter()
+        .find(|m| m.id == *membership.id())
+        .map(|m| m.status);
+    let alone = config.seeds.is_empty() && persisted.iter().all(|m| m.id == *membership.id());
     membership.restore(now, persisted);
-    // No streaming yet: a joining node is a full member at once (see the module doc of
-    // `cluster`). The envelopes are dropped: the first tick gossips the same news.
-    membership
-        .set_status(now, MemberStatus::Up)
-        .map_err(|e| NodeError::Startup(e.to_string()))?;
+    // A restart keeps its status (its data is on disk; a transfer resumes). A node alone with
+    // no seeds is a new single-node cluster: up at once. Anything else joins: `Joining` until
+    // the streaming worker has pulled its partitions (`cluster::streaming`). The envelopes are
+    // dropped: the first tick gossips the same news.
+    let start = match own {
+        Some(s @ (MemberStatus::Joining | MemberStatus::Up | MemberStatus::Leaving)) => s,
+        _ if alone => MemberStatus::Up,
+        _ => MemberStatus::Joining,
+    };
+    for step in [MemberStatus::Up, MemberStatus::Leaving] {
+        if step <= start {
+            membership
+                .set_status(now, step)
+                .map_err(|e| NodeError::Startup(e.to_string()))?;
+        }
+    }
     for seed in &config.seeds {
         membership
             .add_seed(seed.clone())
@@ -137,7 +154,7 @@ pub fn handler(
 
 /// Sends envelopes fire-and-forget, each in its own task so a dial to a dead address never
 /// delays the tick (the client's backoff makes repeated dials to it fail fast).
-fn send_all(client: &PeerClient, envelopes: Vec<Envelope>) {
+pub(crate) fn send_all(client: &PeerClient, envelopes: Vec<Envelope>) {
     for env in envelopes {
         let client = client.clone();
         let payload = Bytes::from(postcard::to_stdvec(&env.msg).expect("gossip serializes"));

@@ -12,6 +12,9 @@
 //! - [`hints`]: the `hints` keyspace, where a stand-in keeps what it took for a down node.
 //! - [`handoff`]: tag `HANDOFF` (a stand-in's hinted writes, hint delivery) and the worker that
 //!   streams hints to their node once gossip shows it up again.
+//! - [`streaming`]: tag `STREAMING` (partition chunks, transfer confirmations) and the worker
+//!   that pulls the partitions this node newly owns and moves it `Joining -> Up` and
+//!   `Leaving -> Left`.
 //! - [`anti_entropy`]: tag `ANTI_ENTROPY` (Merkle tree exchanges, call/response) and the worker
 //!   that compares one replicated partition with one other replica every
 //!   `anti_entropy_interval_ms`.
@@ -23,9 +26,9 @@
 //! changes, so a request clones the `Arc` once and routes on a stable ring.
 //!
 //! IMPLEMENTATION CAVEATS
-//! - No partition streaming yet: a new node goes `Joining -> Up` at once, so right after a join
-//!   it owns partitions whose data it does not hold; reads still reach R of N replicas and read
-//!   repair fills it in, but an R=1 read from the new node alone can miss a value until then.
+//! - Two rings while partitions move: [`Cluster::ring`] (members `Up` and `Leaving`: reads,
+//!   anti-entropy, the W count) and [`Cluster::write_ring`] (`Joining` and `Up`: writes also go
+//!   to its new owners). [`streaming`] moves the data and the statuses along.
 //! - Advertised addresses are the configured listener addresses: a node listening on
 //!   `0.0.0.0` advertises that, which peers cannot dial. Configure routable addresses.
 
@@ -34,6 +37,7 @@ pub mod gossip;
 pub mod handoff;
 pub mod hints;
 pub mod replication;
+pub mod streaming;
 pub mod tombstones;
 
 use crate::peer::PeerClient;
@@ -51,7 +55,8 @@ pub struct Cluster {
 
 struct Inner {
     membership: Mutex<Membership>,
-    ring: RwLock<(u64, Arc<Ring>)>,
+    /// (epoch, read ring, write ring): the same `Arc` when no transfer is in progress.
+    ring: RwLock<(u64, Arc<Ring>, Arc<Ring>)>,
     partitions: u32,
     /// Gossip ticks so far: the logical clock `Membership` runs on.
     ticks: AtomicU64,
@@ -67,12 +72,12 @@ struct Inner {
 impl Cluster {
     /// Wraps a membership (already holding this node's record and any persisted members).
     pub fn new(membership: Membership, partitions: u32) -> Cluster {
-        let ring = Self::build_ring(&membership, partitions);
+        let (read, write) = Self::build_rings(&membership, partitions);
         let epoch = membership.epoch();
         Cluster {
             inner: Arc::new(Inner {
                 membership: Mutex::new(membership),
-                ring: RwLock::new((epoch, ring)),
+                ring: RwLock::new((epoch, read, write)),
                 partitions,
                 ticks: AtomicU64::new(0),
                 dirty: AtomicBool::new(true),
@@ -83,18 +88,37 @@ impl Cluster {
         }
     }
 
-    fn build_ring(m: &Membership, partitions: u32) -> Arc<Ring> {
-        let mut members = m.ring_members();
-        if members.is_empty() {
-            // Only when this node itself is `Left`: keep routing to itself rather than to nobody.
-            members.push(m.me().ring_member());
-        }
-        Arc::new(Ring::build(&members, partitions).expect("ring of valid members builds"))
+    /// The read ring (`Up` and `Leaving` members) and the write ring (`Joining` and `Up`), the
+    /// same `Arc` when they hold the same members.
+    fn build_rings(m: &Membership, partitions: u32) -> (Arc<Ring>, Arc<Ring>) {
+        let build = |mut members: Vec<ringkv_core::RingMember>| {
+            if members.is_empty() {
+                // Only while nobody is up yet (a new cluster's first seconds) or this node is
+                // `Left`: keep routing to itself rather than to nobody.
+                members.push(m.me().ring_member());
+            }
+            Arc::new(Ring::build(&members, partitions).expect("ring of valid members builds"))
+        };
+        let (read_members, write_members) = (m.read_ring_members(), m.write_ring_members());
+        let read = build(read_members.clone());
+        let write = if write_members == read_members || write_members.is_empty() {
+            read.clone()
+        } else {
+            build(write_members)
+        };
+        (read, write)
     }
 
-    /// The ring as of the latest membership epoch.
+    /// The ring as of the latest membership epoch: the read ring (reads, anti-entropy, the
+    /// W count of writes).
     pub fn ring(&self) -> Arc<Ring> {
         self.inner.ring.read().1.clone()
+    }
+
+    /// The ring once the transfers in progress are done (joining members in, leaving ones out);
+    /// the same `Arc` as [`Cluster::ring`] when none is.
+    pub fn write_ring(&self) -> Arc<Ring> {
+        self.inner.ring.read().2.clone()
     }
 
     /// Runs `f` on the membership, then rebuilds the ring if the epoch moved.
@@ -104,10 +128,10 @@ impl Cluster {
         let out = f(&mut m, now);
         let epoch = m.epoch();
         if epoch != self.inner.ring.read().0 {
-            let ring = Self::build_ring(&m, self.inner.partitions);
-            *self.inner.ring.write() = (epoch, ring);
+            let (read, write) = Self::build_rings(&m, self.inner.partitions);
+            *self.inner.ring.write() = (epoch, read, write);
             self.inner.dirty.store(true, Ordering::Release);
-            tracing::info!(epoch, members = m.ring_members().len(), "ring rebuilt");
+            tracing::info!(epoch, members = m.read_ring_members().len(), "ring rebuilt");
         }
         out
     }

@@ -54,10 +54,11 @@ fn ms_since(t0: Instant, at: Instant) -> u64 {
 /// The sloppy-quorum plan ([`Plan`]) of one key as this node sees the ring and gossip.
 pub(crate) fn plan_for_key(node: &Node, key: &[u8]) -> Plan {
     let cluster = node.cluster();
-    let ring = cluster.ring();
-    Plan::new(
-        &ring,
-        ring.partition_of_key(key),
+    let (read, write) = (cluster.ring(), cluster.write_ring());
+    Plan::with_pending(
+        &read,
+        &write,
+        read.partition_of_key(key),
         node.replicas_per_key(),
         |id| cluster.is_down(id),
     )
@@ -117,8 +118,10 @@ async fn coordinate(
         coordinator: node.node_id().clone(),
         key,
         set: SiblingSet::clone(&set),
-        others: plan.targets.clone(),
-        w,
+        // New owners still streaming the partition in get the write too, and must ack it on
+        // top of W (see `Plan::pending`).
+        others: plan.write_targets(),
+        w: plan.write_acks(w),
         deadline_ms: ms_since(t0, deadline),
     });
     let (tx, mut rx) = mpsc::unbounded_channel();

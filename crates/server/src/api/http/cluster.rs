@@ -1,4 +1,5 @@
-//! What operators and orchestrators read: `/healthz`, `/metrics`, `/v1/cluster`, `/v1/ring`.
+//! What operators and orchestrators read: `/healthz`, `/metrics`, `/v1/cluster`, `/v1/ring`;
+//! and what they do: `POST /v1/admin/leave`, `POST /v1/admin/remove/{id}`.
 //!
 //! Every figure comes from the node's live state ([`Node::info`], the gossip membership and the
 //! ring built from it, its metrics registry).
@@ -8,6 +9,7 @@ use crate::Node;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use ringkv_core::{MemberStatus, MembershipError, NodeId};
 use serde_json::json;
 
 /// `200 {"status":"ok"}`, or `503` with the reason when the node cannot take writes: it is
@@ -122,9 +124,79 @@ pub(crate) async fn cluster(State(node): State<Node>) -> Response {
             "bytes": node.metrics().anti_entropy_bytes.get(),
             "per_partition": ae_partitions,
         },
+        // Partition streaming: what this node pulls (join, remove, a ring change) and, while
+        // leaving, how many of its partitions every new owner has confirmed.
+        "transfers": node.streaming().status(),
         "members": members,
     }))
     .into_response()
+}
+
+/// `POST /v1/admin/leave` (`ringkv leave`): this node goes `Leaving`; the new owners of its
+/// partitions stream them in, and it goes `Left` once they all confirmed (watch `/v1/cluster`).
+/// `202` when started (or already leaving), `409` when it is the last member or already left.
+pub(crate) async fn leave(State(node): State<Node>) -> Response {
+    let cluster = node.cluster();
+    let status = cluster.me().status;
+    let others = cluster.with_membership(|m, _| {
+        m.members()
+            .filter(|x| x.id != *m.id() && x.status != MemberStatus::Left)
+            .count()
+    });
+    if status == MemberStatus::Left {
+        return conflict("this node has already left the cluster");
+    }
+    if others == 0 {
+        return conflict("this node is the last member: there is nobody to hand its data to");
+    }
+    crate::cluster::streaming::set_status(&node, MemberStatus::Leaving);
+    node.streaming().wake();
+    (
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "node_id": node.node_id().as_str(), "status": "leaving" })),
+    )
+        .into_response()
+}
+
+/// `POST /v1/admin/remove/{id}` (`ringkv remove ID`): takes a dead member out of the cluster;
+/// the remaining replicas stream its partitions in to restore N copies. `404` for an unknown
+/// member, `409` when it is not down here (a live node leaves by itself) or is this node.
+pub(crate) async fn remove(
+    State(node): State<Node>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    let Ok(id) = NodeId::new(id.clone()) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({ "error": format!("{id:?} is not a node id") })),
+        )
+            .into_response();
+    };
+    let cluster = node.cluster();
+    match cluster.with_membership(|m, now| m.remove(now, &id)) {
+        Ok(envelopes) => {
+            if let Some(client) = cluster.client() {
+                crate::cluster::gossip::send_all(client, envelopes);
+            }
+            cluster.mark_dirty();
+            node.streaming().wake();
+            (
+                StatusCode::OK,
+                axum::Json(json!({ "node_id": id.as_str(), "status": "left" })),
+            )
+                .into_response()
+        }
+        Err(e @ MembershipError::UnknownMember(_)) => (
+            StatusCode::NOT_FOUND,
+            axum::Json(json!({ "error": e.to_string() })),
+        )
+            .into_response(),
+        Err(e) => conflict(&e.to_string()),
+    }
+}
+
+fn conflict(why: &str) -> Response {
+    (StatusCode::CONFLICT, axum::Json(json!({ "error": why }))).into_response()
 }
 
 /// Partition ownership from the current ring: how many of the Q partitions each node owns

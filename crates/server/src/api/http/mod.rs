@@ -81,6 +81,11 @@ pub fn router(node: Node) -> Router {
         .route("/v1/kv", kv)
         .route("/v1/cluster", get(cluster::cluster))
         .route("/v1/ring", get(cluster::ring))
+        .route("/v1/admin/leave", axum::routing::post(cluster::leave))
+        .route(
+            "/v1/admin/remove/{id}",
+            axum::routing::post(cluster::remove),
+        )
         .route("/healthz", get(cluster::healthz))
         .route("/metrics", get(cluster::metrics))
         .route("/ui", get(ui::page))
