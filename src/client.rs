@@ -281,7 +281,7 @@ pub fn status_with(conn: &Connection, partition_lines: Option<usize>) -> anyhow:
 
 /// A text progress bar of `done` out of `total`, with the percentage.
 fn progress(done: u64, total: u64) -> String {
-    let pct = if total == 0 { 100 } else { done * 100 / total };
+    let pct = (done * 100).checked_div(total).unwrap_or(100).min(100);
     let filled = (pct / 5) as usize;
     format!(
         "[{}{}] {pct:>3}%",

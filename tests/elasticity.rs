@@ -8,6 +8,7 @@
 //!    at R=2 and R=3 from the three left;
 //! 3. n3 is SIGKILLed and `ringkv remove n3` takes it out; the two left restore N copies: each
 //!    alone (the other SIGSTOPped) serves every key at R=1.
+//!
 //! Every loop is bounded; every process dies with the test.
 
 mod common;
