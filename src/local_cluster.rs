@@ -293,3 +293,330 @@ fn down(dir: &Path) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+// Helpers for the autoscaler's local provisioner (`src/autoscale/provisioner.rs`): one more node
+// into a running local cluster, configured as `up` configured its nodes, and one node out of it.
+
+/// One node of a local cluster as the state file records it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct LocalNode {
+    pub id: String,
+    pub pid: u64,
+    pub resp_addr: String,
+    pub http_addr: String,
+    pub peer_addr: String,
+    pub dir: PathBuf,
+    /// The process is running (and is ringkv).
+    pub alive: bool,
+}
+
+impl LocalNode {
+    /// `i` of the node's id `n{i}`: `up` numbers nodes from 1, new ones continue the count.
+    pub fn index(&self) -> Option<u32> {
+        self.id.strip_prefix('n')?.parse().ok()
+    }
+}
+
+fn nodes_of(state: &serde_json::Value) -> Vec<LocalNode> {
+    state["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| {
+            let s = |k: &str| n[k].as_str().map(String::from);
+            let pid = n["pid"].as_u64()?;
+            Some(LocalNode {
+                id: s("id")?,
+                pid,
+                resp_addr: s("resp_addr").unwrap_or_default(),
+                http_addr: s("http_addr").unwrap_or_default(),
+                peer_addr: s("peer_addr").unwrap_or_default(),
+                dir: PathBuf::from(s("dir").unwrap_or_default()),
+                alive: alive(pid),
+            })
+        })
+        .collect()
+}
+
+/// The nodes the state file in `dir` records.
+pub(crate) fn local_nodes(dir: &Path) -> anyhow::Result<Vec<LocalNode>> {
+    Ok(nodes_of(&read_state(dir)?))
+}
+
+/// Whether `pid` is a running ringkv process (not a zombie, not a reused pid).
+pub(crate) fn process_alive(pid: u64) -> bool {
+    alive(pid)
+}
+
+/// Replaces the state file atomically (a reader never sees half of it).
+fn write_state(dir: &Path, state: &serde_json::Value) -> anyhow::Result<()> {
+    let tmp = dir.join(format!("{STATE_FILE}.tmp"));
+    std::fs::write(&tmp, serde_json::to_string_pretty(state)?)?;
+    std::fs::rename(&tmp, dir.join(STATE_FILE))?;
+    Ok(())
+}
+
+/// Flags each node has for itself: a new node gets its own, never a copy of another node's.
+const PER_NODE_FLAGS: &[&str] = &[
+    "--data-dir",
+    "--resp-addr",
+    "--http-addr",
+    "--peer-addr",
+    "--node-id",
+    "--seeds",
+];
+/// The environment variables of those flags.
+const PER_NODE_ENV: &[&str] = &[
+    "RINGKV_DATA_DIR",
+    "RINGKV_RESP_ADDR",
+    "RINGKV_HTTP_ADDR",
+    "RINGKV_PEER_ADDR",
+    "RINGKV_NODE_ID",
+    "RINGKV_SEEDS",
+];
+
+/// The `server` flags of a node's command line (`argv` without the binary and `server`) that
+/// every node of the cluster shares: everything but [`PER_NODE_FLAGS`] (as `--flag value` or
+/// `--flag=value`).
+fn shared_args(args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let arg = &args[i];
+        let flag = arg.split('=').next().unwrap_or(arg);
+        if PER_NODE_FLAGS.contains(&flag) {
+            // `--flag value` skips the value too; `--flag=value` is one argument.
+            i += if arg.contains('=') { 1 } else { 2 };
+            continue;
+        }
+        out.push(arg.clone());
+        i += 1;
+    }
+    out
+}
+
+/// `RINGKV_*` variables of a node's environment that every node shares (the cluster secret,
+/// gossip period, ...): NUL-separated `KEY=VALUE` as in `/proc/PID/environ`.
+fn shared_env(environ: &[u8]) -> Vec<(String, String)> {
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| std::str::from_utf8(kv).ok()?.split_once('='))
+        .filter(|(k, _)| k.starts_with("RINGKV_") && !PER_NODE_ENV.contains(k))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// Starts one more node into the running local cluster in `dir`, the way `up` starts its nodes:
+/// the same binary, the shared flags and `RINGKV_*` environment (the cluster secret among them)
+/// of a running node, read from its `/proc/PID/cmdline` and `environ` (`up` passes the secret
+/// only to its processes, it keeps no copy), its own free loopback ports and data directory
+/// (`node-I`), id `nI` past every id and directory used before, and `--seeds` every running
+/// node's peer address. It is recorded in the state file at once, so `status` and `down` see it,
+/// and runs in its own process group (a Ctrl-C to the caller does not reach it). Returns once
+/// its HTTP port accepts connections; the child handle is the caller's to reap.
+pub(crate) fn start_node(dir: &Path) -> anyhow::Result<(LocalNode, std::process::Child)> {
+    use std::os::unix::process::CommandExt as _;
+    let mut state = read_state(dir)?;
+    let nodes = nodes_of(&state);
+    let live: Vec<&LocalNode> = nodes.iter().filter(|n| n.alive).collect();
+    let Some(template) = live.first() else {
+        bail!(
+            "no node of the local cluster in {} is running to join",
+            dir.display()
+        );
+    };
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", template.pid))
+        .with_context(|| format!("cannot read the command line of {}", template.id))?;
+    let argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    if argv.get(1).map(String::as_str) != Some("server") {
+        bail!(
+            "{} (pid {}) is not a `ringkv server` process",
+            template.id,
+            template.pid
+        );
+    }
+    let environ = std::fs::read(format!("/proc/{}/environ", template.pid))
+        .with_context(|| format!("cannot read the environment of {}", template.id))?;
+    // The binary the cluster runs; this one if that was replaced on disk since.
+    let exe = std::fs::read_link(format!("/proc/{}/exe", template.pid))
+        .ok()
+        .filter(|p| p.exists())
+        .map_or_else(std::env::current_exe, Ok)?;
+
+    let used_dirs = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("node-")?
+                .parse::<u32>()
+                .ok()
+        })
+        .max()
+        .unwrap_or(0);
+    let index = nodes
+        .iter()
+        .filter_map(LocalNode::index)
+        .max()
+        .unwrap_or(0)
+        .max(used_dirs)
+        + 1;
+    let id = format!("n{index}");
+    let (resp, http, peer) = (
+        format!("127.0.0.1:{}", free_port()?),
+        format!("127.0.0.1:{}", free_port()?),
+        format!("127.0.0.1:{}", free_port()?),
+    );
+    let seeds: Vec<&str> = live.iter().map(|n| n.peer_addr.as_str()).collect();
+    let node_dir = dir.join(format!("node-{index}"));
+    std::fs::create_dir_all(&node_dir)?;
+    let log = std::fs::File::create(node_dir.join("ringkv.log"))?;
+    let mut cmd = Command::new(&exe);
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(node_dir.join("data"))
+        .args([
+            "--resp-addr",
+            &resp,
+            "--http-addr",
+            &http,
+            "--peer-addr",
+            &peer,
+        ])
+        .args(["--node-id", &id])
+        .args(["--seeds", &seeds.join(",")])
+        .args(shared_args(&argv[2..]));
+    // The cluster's settings, not whatever the caller's environment says.
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("RINGKV_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.envs(shared_env(&environ));
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .context("cannot start a ringkv server process")?;
+    let node = LocalNode {
+        id: id.clone(),
+        pid: u64::from(child.id()),
+        resp_addr: resp,
+        http_addr: http,
+        peer_addr: peer,
+        dir: node_dir,
+        alive: true,
+    };
+    match state["nodes"].as_array_mut() {
+        Some(list) => list.push(json!({
+            "id": node.id,
+            "pid": node.pid,
+            "resp_addr": node.resp_addr,
+            "http_addr": node.http_addr,
+            "peer_addr": node.peer_addr,
+            "dir": node.dir,
+        })),
+        None => bail!("the state file in {} has no node list", dir.display()),
+    }
+    write_state(dir, &state)?;
+    let addr: SocketAddr = node.http_addr.parse()?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+        if child.try_wait()?.is_some() || Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            forget_node(dir, &id)?;
+            bail!(
+                "node {id} did not start; see {}/ringkv.log",
+                node.dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((node, child))
+}
+
+/// Removes node `id` from the state file (its data directory stays).
+pub(crate) fn forget_node(dir: &Path, id: &str) -> anyhow::Result<()> {
+    let mut state = read_state(dir)?;
+    if let Some(list) = state["nodes"].as_array_mut() {
+        list.retain(|n| n["id"].as_str() != Some(id));
+    }
+    write_state(dir, &state)
+}
+
+/// Stops node `id` of the local cluster in `dir` as `down` stops every node (SIGTERM, then
+/// SIGKILL if it still runs after `grace`) and removes it from the state file. Returns whether
+/// SIGKILL was needed. Only call this once the node's data is elsewhere.
+pub(crate) fn stop_node(dir: &Path, id: &str, grace: Duration) -> anyhow::Result<bool> {
+    let node = local_nodes(dir)?
+        .into_iter()
+        .find(|n| n.id == id)
+        .with_context(|| format!("node {id} is not in the local cluster in {}", dir.display()))?;
+    let mut killed = false;
+    if alive(node.pid) {
+        signal(node.pid, "TERM");
+        let deadline = Instant::now() + grace;
+        while alive(node.pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if alive(node.pid) {
+            signal(node.pid, "KILL");
+            killed = true;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while alive(node.pid) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+    forget_node(dir, id)?;
+    Ok(killed)
+}
+
+#[cfg(test)]
+mod autoscale_helper_tests {
+    use super::*;
+
+    #[test]
+    fn shared_args_drop_what_is_per_node() {
+        let args: Vec<String> = [
+            "--data-dir",
+            "/c/node-1/data",
+            "--resp-addr",
+            "127.0.0.1:1",
+            "--http-addr=127.0.0.1:2",
+            "--peer-addr",
+            "127.0.0.1:3",
+            "--node-id",
+            "n1",
+            "--n",
+            "3",
+            "--seeds",
+            "127.0.0.1:9",
+            "--w=2",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(shared_args(&args), ["--n", "3", "--w=2"]);
+    }
+
+    #[test]
+    fn shared_env_keeps_the_clusters_settings_only() {
+        let environ = b"PATH=/bin\0RINGKV_CLUSTER_SECRET=s3=cret\0RINGKV_GOSSIP_INTERVAL_MS=100\0\
+                        RINGKV_NODE_ID=n1\0RINGKV_DATA_DIR=/x\0HOME=/root\0";
+        assert_eq!(
+            shared_env(environ),
+            [
+                ("RINGKV_CLUSTER_SECRET".to_string(), "s3=cret".to_string()),
+                ("RINGKV_GOSSIP_INTERVAL_MS".to_string(), "100".to_string()),
+            ]
+        );
+    }
+}

@@ -1,9 +1,10 @@
 //! `ringkv`: the one binary. `ringkv server` runs a node; `get`, `put`, `delete`, `status` and
 //! `ring` talk to a running node over its HTTP API; `cluster up|status|down` runs a local
-//! cluster of node processes.
+//! cluster of node processes; `autoscale` runs the autoscaling controller beside a cluster.
 //!
 //! Errors end here as `anyhow` with their context; everything below uses typed errors.
 
+mod autoscale;
 mod client;
 mod local_cluster;
 
@@ -99,6 +100,9 @@ enum Command {
     /// A local cluster of real node processes on loopback: up, status, down.
     #[command(subcommand)]
     Cluster(local_cluster::ClusterCommand),
+    /// Run the autoscaling controller: watch load against a policy, add and remove nodes
+    /// (local processes, or a command hook such as `kubectl scale`).
+    Autoscale(autoscale::AutoscaleArgs),
 }
 
 /// Server flags. Each also reads its `RINGKV_*` environment variable; both beat the config file.
@@ -241,6 +245,10 @@ fn main() -> anyhow::Result<()> {
         Command::Leave { timeout, conn } => client::leave(&conn, timeout),
         Command::Remove { node, conn } => client::remove(&conn, &node),
         Command::Cluster(cmd) => local_cluster::run(cmd),
+        Command::Autoscale(args) => {
+            init_logging();
+            autoscale::run(args)
+        }
     }
 }
 
