@@ -166,10 +166,7 @@ fn check(
             keys.len()
         ));
     }
-    let pref = node
-        .cluster()
-        .ring()
-        .preference_list(partition, node.replicas_per_key());
+    let pref = replicas_of(node, partition);
     if !pref.contains(authenticated) {
         return Err(format!(
             "{authenticated} is not a replica of partition {partition} (preference list {pref:?})"
@@ -264,9 +261,7 @@ pub async fn scan_partition(node: &Node, partition: PartitionId) -> Result<ScanO
         return Ok(outcome);
     }
     let cluster = node.cluster();
-    let pref = cluster
-        .ring()
-        .preference_list(partition, node.replicas_per_key());
+    let pref = replicas_of(node, partition);
     let others: Vec<NodeId> = pref
         .iter()
         .filter(|id| *id != node.node_id())
@@ -578,4 +573,21 @@ mod tests {
         assert!(node.replica().read(b"old").unwrap().versions().is_empty());
         assert!(!node.replica().read(b"live").unwrap().is_deleted());
     }
+}
+
+/// Every node that holds or is taking `partition`: its replicas in the read ring and the new
+/// owners the write ring adds while a transfer runs. A joining node may hold an old value the
+/// others deleted, so a purge must wait for it too.
+fn replicas_of(node: &Node, partition: PartitionId) -> Vec<NodeId> {
+    let cluster = node.cluster();
+    let n = node.replicas_per_key();
+    let mut all = cluster.ring().preference_list(partition, n);
+    let write = cluster.write_ring();
+    let n_write = node.config().n.min(write.members().len());
+    for id in write.preference_list(partition, n_write) {
+        if !all.contains(&id) {
+            all.push(id);
+        }
+    }
+    all
 }
