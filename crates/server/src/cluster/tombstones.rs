@@ -437,6 +437,23 @@ pub async fn run(node: Node, shutdown: CancellationToken) -> std::io::Result<()>
     Ok(())
 }
 
+/// Every node that holds or is taking `partition`: its replicas in the read ring and the new
+/// owners the write ring adds while a transfer runs. A joining node may hold an old value the
+/// others deleted, so a purge must wait for it too.
+fn replicas_of(node: &Node, partition: PartitionId) -> Vec<NodeId> {
+    let cluster = node.cluster();
+    let n = node.replicas_per_key();
+    let mut all = cluster.ring().preference_list(partition, n);
+    let write = cluster.write_ring();
+    let n_write = node.config().n.min(write.members().len());
+    for id in write.preference_list(partition, n_write) {
+        if !all.contains(&id) {
+            all.push(id);
+        }
+    }
+    all
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -573,21 +590,4 @@ mod tests {
         assert!(node.replica().read(b"old").unwrap().versions().is_empty());
         assert!(!node.replica().read(b"live").unwrap().is_deleted());
     }
-}
-
-/// Every node that holds or is taking `partition`: its replicas in the read ring and the new
-/// owners the write ring adds while a transfer runs. A joining node may hold an old value the
-/// others deleted, so a purge must wait for it too.
-fn replicas_of(node: &Node, partition: PartitionId) -> Vec<NodeId> {
-    let cluster = node.cluster();
-    let n = node.replicas_per_key();
-    let mut all = cluster.ring().preference_list(partition, n);
-    let write = cluster.write_ring();
-    let n_write = node.config().n.min(write.members().len());
-    for id in write.preference_list(partition, n_write) {
-        if !all.contains(&id) {
-            all.push(id);
-        }
-    }
-    all
 }
