@@ -12,8 +12,8 @@
 //! - **Receive** ([`handler`]): decode, and `Membership::step` with the sender id the transport
 //!   authenticated (never a claimed one); replies go out the same way.
 //!
-//! Persistence is in the `meta` keyspace: `gossip_generation` (decimal) and `gossip_members`
-//! (JSON, readable with any tool). Only the gossip task writes them, so writes never race.
+//! Persistence is in the `meta` keyspace: `gossip_generation` (decimal), `gossip_status` (this
+//! node's own status) and `gossip_members` (the others, JSON, readable with any tool). Only the gossip task writes them, so writes never race.
 
 use super::Cluster;
 use crate::error::NodeError;
@@ -27,6 +27,9 @@ use tokio_util::sync::CancellationToken;
 
 const META_GENERATION: &[u8] = b"gossip_generation";
 const META_MEMBERS: &[u8] = b"gossip_members";
+/// This node's own status (`joining`, `up`, `leaving`, `left`): the member list above holds
+/// only the others, and a restart must resume in the status it had.
+const META_STATUS: &[u8] = b"gossip_status";
 
 /// Builds this node's membership: a new generation (persisted before it is used, so two starts
 /// never share one), its own record, and the members persisted by the last run.
@@ -67,10 +70,15 @@ pub async fn open(
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
     let now = ringkv_core::membership::Ticks(0);
-    let own = persisted
-        .iter()
-        .find(|m| m.id == *membership.id())
-        .map(|m| m.status);
+    let own = store
+        .get(Keyspace::Meta, META_STATUS)?
+        .and_then(|b| match b.as_slice() {
+            b"joining" => Some(MemberStatus::Joining),
+            b"up" => Some(MemberStatus::Up),
+            b"leaving" => Some(MemberStatus::Leaving),
+            b"left" => Some(MemberStatus::Left),
+            _ => None,
+        });
     let alone = config.seeds.is_empty() && persisted.iter().all(|m| m.id == *membership.id());
     membership.restore(now, persisted);
     // A restart keeps its status (its data is on disk; a transfer resumes). A node alone with
@@ -168,9 +176,10 @@ pub(crate) fn send_all(client: &PeerClient, envelopes: Vec<Envelope>) {
 }
 
 async fn persist(cluster: &Cluster, store: &Store) -> Result<(), NodeError> {
-    let (generation, members) = cluster.with_membership(|m, _| {
+    let (generation, status, members) = cluster.with_membership(|m, _| {
         (
             m.generation(),
+            m.me().status,
             m.members()
                 .filter(|x| x.id != *m.id())
                 .cloned()
@@ -182,6 +191,11 @@ async fn persist(cluster: &Cluster, store: &Store) -> Result<(), NodeError> {
         Keyspace::Meta,
         META_GENERATION.to_vec(),
         generation.0.to_string().into_bytes(),
+    );
+    batch.put(
+        Keyspace::Meta,
+        META_STATUS.to_vec(),
+        status.as_str().as_bytes().to_vec(),
     );
     batch.put(
         Keyspace::Meta,
