@@ -27,7 +27,8 @@
 
 use crate::error::NodeError;
 use crate::node::Node;
-use crate::peer::{tags, PeerRequest};
+use crate::peer::versioned::{self, encode};
+use crate::peer::{tags, HandlerFuture, PeerRequest};
 use crate::replica::{now_ms, Replica};
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -38,13 +39,10 @@ use ringkv_core::anti_entropy::{
 use ringkv_core::{KeyHash, NodeId, PartitionId, SiblingSet};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-const FORMAT_V1: u8 = 1;
 /// How long one call of a session may take.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -63,18 +61,8 @@ pub struct AeRequest {
     pub messages: Vec<AntiEntropyMessage>,
 }
 
-fn encode<T: Serialize>(v: &T) -> Bytes {
-    let mut out = vec![FORMAT_V1];
-    out.extend(postcard::to_stdvec(v).expect("anti-entropy batch serializes"));
-    Bytes::from(out)
-}
-
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
-    match bytes.split_first() {
-        Some((&FORMAT_V1, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
-        Some((other, _)) => Err(format!("unknown anti-entropy format {other}")),
-        None => Err("empty anti-entropy message".into()),
-    }
+    versioned::decode(bytes, "anti-entropy")
 }
 
 /// Anti-entropy state of one node: responder sessions, session ids, last exchanges.
@@ -252,8 +240,6 @@ fn finish(node: &Node, session: &AntiEntropySession) {
         node.anti_entropy().note_exchange(session.partition());
     }
 }
-
-type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + 'static>>;
 
 /// The handler for tag `ANTI_ENTROPY`: the responder side.
 pub fn handler(node: Node) -> impl Fn(PeerRequest) -> HandlerFuture + Send + Sync + 'static {

@@ -20,7 +20,8 @@
 use super::hints::Hint;
 use crate::error::NodeError;
 use crate::node::Node;
-use crate::peer::{tags, PeerRequest};
+use crate::peer::versioned::{self, encode};
+use crate::peer::{tags, HandlerFuture, PeerRequest};
 use crate::replica::now_ms;
 use bytes::Bytes;
 use ringkv_core::coordinator::{
@@ -29,8 +30,6 @@ use ringkv_core::coordinator::{
 use ringkv_core::handoff::HintWindow;
 use ringkv_core::{NodeId, SiblingSet};
 use serde::{Deserialize, Serialize};
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -42,8 +41,6 @@ pub const SWEEP_EVERY: Duration = Duration::from_secs(2);
 const EXPIRY_EVERY: u64 = 30;
 /// How long a `Deliver` call may take.
 const DELIVER_TIMEOUT: Duration = Duration::from_secs(10);
-
-const FORMAT_V1: u8 = 1;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum HandoffRequest {
@@ -64,18 +61,8 @@ pub enum HandoffReply {
     Delivered(Result<u32, ReplicaError>),
 }
 
-fn encode<T: Serialize>(v: &T) -> Bytes {
-    let mut out = vec![FORMAT_V1];
-    out.extend(postcard::to_stdvec(v).expect("handoff message serializes"));
-    Bytes::from(out)
-}
-
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
-    match bytes.split_first() {
-        Some((&FORMAT_V1, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
-        Some((other, _)) => Err(format!("unknown handoff format {other}")),
-        None => Err("empty handoff message".into()),
-    }
+    versioned::decode(bytes, "handoff")
 }
 
 /// The `Hinted` request a coordinator sends a stand-in instead of a core `Replicate`.
@@ -113,8 +100,6 @@ pub(crate) async fn store_hinted(
     node.note_keys();
     Ok(())
 }
-
-type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + 'static>>;
 
 /// The handler for tag `HANDOFF`.
 pub fn handler(node: Node) -> impl Fn(PeerRequest) -> HandlerFuture + Send + Sync + 'static {

@@ -27,7 +27,7 @@
 use super::{handoff, Cluster};
 use crate::error::NodeError;
 use crate::node::{Node, ReadResult, WriteResult};
-use crate::peer::{tags, PeerRequest};
+use crate::peer::{tags, HandlerFuture, PeerRequest};
 use crate::replica::WriteOp;
 use bytes::Bytes;
 use ringkv_core::coordinator::{
@@ -37,8 +37,6 @@ use ringkv_core::coordinator::{
 use ringkv_core::{
     Context, GetCoordinator, GetOutcome, NodeId, PutCoordinator, PutOutcome, SiblingSet,
 };
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -405,8 +403,6 @@ fn replica_error(e: NodeError) -> ReplicaError {
         other => ReplicaError::Rejected(other.to_string()),
     }
 }
-
-type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + 'static>>;
 
 /// The handler for tag `REPLICA`: the replica side of the read and write paths.
 pub fn handler(node: Node) -> impl Fn(PeerRequest) -> HandlerFuture + Send + Sync + 'static {

@@ -36,16 +36,14 @@
 
 use crate::error::NodeError;
 use crate::node::Node;
-use crate::peer::{tags, PeerRequest};
-use bytes::Bytes;
+use crate::peer::versioned::{self, encode};
+use crate::peer::{tags, HandlerFuture, PeerRequest};
 use parking_lot::Mutex;
 use ringkv_core::keys::{partition_range, split_data_key};
 use ringkv_core::{MemberStatus, NodeId, PartitionId, Ring, SiblingSet};
 use ringkv_storage::{Keyspace, WriteBatch};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -60,7 +58,6 @@ pub const BOOTSTRAP_ROUNDS: u32 = 3;
 const ROUND: Duration = Duration::from_millis(500);
 const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
-const FORMAT_V1: u8 = 1;
 const META_CURSOR: &[u8] = b"stream_cursor/";
 const META_DONE: &[u8] = b"stream_done/";
 const META_TODO: &[u8] = b"stream_todo/";
@@ -88,18 +85,8 @@ pub enum StreamReply {
     Refused(String),
 }
 
-fn encode<T: Serialize>(v: &T) -> Bytes {
-    let mut out = vec![FORMAT_V1];
-    out.extend(postcard::to_stdvec(v).expect("stream message serializes"));
-    Bytes::from(out)
-}
-
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
-    match bytes.split_first() {
-        Some((&FORMAT_V1, rest)) => postcard::from_bytes(rest).map_err(|e| e.to_string()),
-        Some((other, _)) => Err(format!("unknown stream format {other}")),
-        None => Err("empty stream message".into()),
-    }
+    versioned::decode(bytes, "stream")
 }
 
 fn meta_key(prefix: &[u8], p: PartitionId) -> Vec<u8> {
@@ -143,8 +130,6 @@ impl StreamingState {
         self.wake.notify_one();
     }
 }
-
-type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + 'static>>;
 
 /// The handler for tag `STREAMING`.
 pub fn handler(node: Node) -> impl Fn(PeerRequest) -> HandlerFuture + Send + Sync + 'static {
@@ -601,6 +586,6 @@ mod tests {
         }
         assert!(decode::<StreamRequest>(&[9, 1]).is_err());
         assert!(decode::<StreamRequest>(&[]).is_err());
-        assert!(decode::<StreamRequest>(&[FORMAT_V1, 0xff, 0xff]).is_err());
+        assert!(decode::<StreamRequest>(&[versioned::FORMAT_V1, 0xff, 0xff]).is_err());
     }
 }

@@ -36,14 +36,13 @@
 
 use crate::error::NodeError;
 use crate::node::Node;
-use crate::peer::{tags, PeerRequest};
+use crate::peer::versioned::{self, encode};
+use crate::peer::{tags, HandlerFuture, PeerRequest};
 use crate::replica::now_ms;
 use bytes::Bytes;
 use ringkv_core::tombstone::all_hold;
 use ringkv_core::{KeyHash, NodeId, PartitionId, SiblingSet, VersionVector};
 use serde::{Deserialize, Serialize};
-use std::future::Future;
-use std::pin::Pin;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -57,8 +56,6 @@ pub const MAX_KEYS: usize = 1024;
 /// Purge candidates one scan takes from its partition; the rest wait for the partition's next
 /// turn.
 pub const MAX_PER_SCAN: usize = 4096;
-
-const FORMAT_V1: u8 = 1;
 
 /// What the worker asks a replica.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -88,23 +85,9 @@ pub enum TombstoneReply {
     Purged(u32),
 }
 
-fn encode<T: Serialize>(v: &T) -> Bytes {
-    let mut out = vec![FORMAT_V1];
-    out.extend(postcard::to_stdvec(v).expect("tombstone message serializes"));
-    Bytes::from(out)
-}
-
 fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
-    match bytes.split_first() {
-        Some((&FORMAT_V1, rest)) => {
-            postcard::from_bytes(rest).map_err(|e| format!("malformed tombstone message: {e}"))
-        }
-        Some((other, _)) => Err(format!("unknown tombstone message format {other}")),
-        None => Err("empty tombstone message".into()),
-    }
+    versioned::decode(bytes, "tombstone")
 }
-
-type HandlerFuture = Pin<Box<dyn Future<Output = Result<Bytes, String>> + Send + 'static>>;
 
 /// The handler for tag `TOMBSTONE`: the replica side.
 pub fn handler(node: Node) -> impl Fn(PeerRequest) -> HandlerFuture + Send + Sync + 'static {

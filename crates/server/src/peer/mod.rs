@@ -102,6 +102,7 @@ pub mod identity;
 mod log_limit;
 pub mod server;
 pub mod stats;
+pub mod versioned;
 mod wire;
 
 #[cfg(test)]
