@@ -33,15 +33,8 @@ fn put(http: std::net::SocketAddr, key: &str, value: &str) -> bool {
 
 /// A counter's value in a node's Prometheus text (0 when absent).
 fn metric(http: std::net::SocketAddr, name: &str) -> u64 {
-    let text = http_client()
-        .get(format!("http://{http}/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-        .unwrap_or(0.0) as u64
+    let text = common::scrape(http).expect("node answers /metrics");
+    common::sample(&text, name).unwrap_or(0)
 }
 
 /// Every acknowledged key reads back with its value from node `http` at `r`.

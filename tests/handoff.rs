@@ -29,15 +29,8 @@ fn hints_for(c: &Cluster, i: usize, id: &str) -> u64 {
 
 /// A counter's value in node `i`'s Prometheus text.
 fn metric(c: &Cluster, i: usize, name: &str) -> u64 {
-    let text = http_client()
-        .get(c.nodes[i].url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no {name} in the metrics of n{}", i + 1)) as u64
+    let text = common::scrape(c.nodes[i].http).expect("node answers /metrics");
+    common::sample(&text, name).unwrap_or_else(|| panic!("no {name} in the metrics of n{}", i + 1))
 }
 
 #[test]

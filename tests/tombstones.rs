@@ -39,13 +39,10 @@ fn start() -> (Cluster, tempfile::TempDir) {
 
 /// A counter's value in node `i`'s Prometheus text (0 when the node does not answer).
 fn metric(c: &Cluster, i: usize, name: &str) -> u64 {
-    let Ok(resp) = http_client().get(c.nodes[i].url("/metrics")).send() else {
+    let Some(text) = common::scrape(c.nodes[i].http) else {
         return 0;
     };
-    let text = resp.text().unwrap_or_default();
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
-        .unwrap_or_else(|| panic!("no {name} in the metrics of n{}", i + 1)) as u64
+    common::sample(&text, name).unwrap_or_else(|| panic!("no {name} in the metrics of n{}", i + 1))
 }
 
 fn purged(c: &Cluster, i: usize) -> u64 {

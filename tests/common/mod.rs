@@ -310,3 +310,20 @@ pub fn get_parallel(http: SocketAddr, paths: Vec<String>, threads: usize) -> Vec
         .flat_map(|w| w.join().unwrap())
         .collect()
 }
+
+/// Node `http`'s Prometheus text, `None` when it does not answer.
+pub fn scrape(http: SocketAddr) -> Option<String> {
+    http_client()
+        .get(format!("http://{http}/metrics"))
+        .send()
+        .ok()?
+        .text()
+        .ok()
+}
+
+/// The value of the unlabelled sample `name` in Prometheus `text`.
+pub fn sample(text: &str, name: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
+        .map(|v| v as u64)
+}
