@@ -39,7 +39,7 @@ enum Command {
     /// Read a key: prints the value, or every sibling with the context that resolves them.
     Get {
         key: String,
-        /// Replicas that must answer: one, quorum, all or a number.
+        /// Replicas that must answer: one, quorum, all, local_quorum, each_quorum or a number.
         #[arg(long)]
         r: Option<String>,
         #[command(flatten)]
@@ -52,7 +52,7 @@ enum Command {
         value: String,
         #[arg(long)]
         context: Option<String>,
-        /// Replicas that must acknowledge: one, quorum, all or a number.
+        /// Replicas that must acknowledge: one, quorum, all, local_quorum, each_quorum or a number.
         #[arg(long)]
         w: Option<String>,
         #[command(flatten)]
@@ -151,9 +151,13 @@ struct ServerArgs {
     /// Client password (RESP AUTH, HTTP Authorization: Bearer) [default: none].
     #[arg(long, env = "RINGKV_PASSWORD", hide_env_values = true)]
     password: Option<String>,
-    /// Replicas per key [default: 3].
+    /// Replicas per key [default: 3; with --replication, its sum].
     #[arg(long, env = "RINGKV_N")]
     n: Option<usize>,
+    /// Replicas per data center, e.g. dc1=3,dc2=2: each named data center gets that many,
+    /// spread over its racks [default: n spread over all data centers].
+    #[arg(long, env = "RINGKV_REPLICATION", value_parser = ringkv_server::config::parse_replication)]
+    replication: Option<ringkv_core::DcReplication>,
     /// Default read quorum [default: 2].
     #[arg(long, env = "RINGKV_R")]
     r: Option<usize>,
@@ -195,6 +199,7 @@ impl ServerArgs {
             cluster_secret: self.cluster_secret,
             password: self.password,
             n: self.n,
+            replication: self.replication,
             w: self.w,
             r: self.r,
             partitions: self.partitions,

@@ -41,7 +41,7 @@ pub use membership::{
     Generation, GossipConfig, GossipMessage, Member, MemberStatus, Membership, MembershipError,
 };
 pub use node_id::{InvalidNodeId, NodeId};
-pub use ring::{NodeLoad, Ring, RingError, RingMember};
+pub use ring::{DcReplication, NodeLoad, Ring, RingError, RingMember};
 pub use version::tombstone;
 pub use version::{
     Causality, ClockEntry, Context, ContextError, Dot, SiblingSet, Version, VersionVector,

@@ -7,8 +7,8 @@ use bytes::Bytes;
 use proptest::prelude::*;
 use ringkv_core::coordinator::{
     route_write, Delivery, Envelope, GetCoordinator, GetOutcome, GetRequest, Message,
-    PutCoordinator, PutOutcome, PutRequest, ReadReply, ReplicaError, ReplicateAck, RequestId,
-    Route,
+    PutCoordinator, PutOutcome, PutRequest, Quorum, ReadReply, ReplicaError, ReplicateAck,
+    RequestId, Route,
 };
 use ringkv_core::{Context, Dot, NodeId, Ring, RingMember, SiblingSet};
 use std::collections::{BTreeMap, BTreeSet};
@@ -112,7 +112,7 @@ impl Sim {
             key: Bytes::from_static(KEY),
             set: set.clone(),
             others: self.pref.clone(),
-            w,
+            quorum: Quorum::count(w),
             deadline_ms: now + TIMEOUT_MS,
         });
         self.net.extend(put.drain_outbound());
@@ -130,7 +130,7 @@ impl Sim {
             coordinator: n(via),
             key: Bytes::from_static(KEY),
             replicas: self.pref.clone(),
-            r,
+            quorum: Quorum::count(r),
             deadline_ms: self.now + TIMEOUT_MS,
             repair_deadline_ms: self.now + REPAIR_TIMEOUT_MS,
         });
@@ -373,7 +373,8 @@ fn put_fails_when_only_one_replica_answers_and_says_how_many() {
         PutOutcome::Failed {
             needed: 2,
             got: 1,
-            acked_by: nodes(&["n1"])
+            acked_by: nodes(&["n1"]),
+            dc: None
         }
     );
     let error = outcome.error().unwrap();
@@ -406,7 +407,8 @@ fn put_fails_early_when_refusals_put_w_out_of_reach() {
         Some(PutOutcome::Failed {
             needed: 3,
             got: 1,
-            acked_by: nodes(&["n1"])
+            acked_by: nodes(&["n1"]),
+            dc: None
         })
     );
     assert!(sim.put_sm(put).refused().contains_key(&n("n2")));
@@ -424,7 +426,8 @@ fn put_with_w_above_the_replicas_fails_at_once() {
         Some(PutOutcome::Failed {
             needed: 4,
             got: 1,
-            acked_by: nodes(&["n1"])
+            acked_by: nodes(&["n1"]),
+            dc: None
         })
     );
 }
@@ -551,7 +554,14 @@ fn get_times_out_with_count() {
     assert_eq!(sim.get_outcome(get), None);
     sim.advance(1);
     let outcome = sim.get_outcome(get).unwrap();
-    assert_eq!(outcome, GetOutcome::Failed { needed: 2, got: 1 });
+    assert_eq!(
+        outcome,
+        GetOutcome::Failed {
+            needed: 2,
+            got: 1,
+            dc: None
+        }
+    );
     assert_eq!(
         outcome.error().unwrap().to_string(),
         "not enough replicas answered: needed 2, got 1"
@@ -563,7 +573,11 @@ fn get_times_out_with_count() {
     sim.advance(TIMEOUT_MS);
     assert_eq!(
         sim.get_outcome(get),
-        Some(GetOutcome::Failed { needed: 1, got: 0 })
+        Some(GetOutcome::Failed {
+            needed: 1,
+            got: 0,
+            dc: None
+        })
     );
 }
 
@@ -581,7 +595,11 @@ fn get_fails_early_when_errors_put_r_out_of_reach() {
     assert_eq!(sim.get_sm(get).failed().len(), 2);
     assert_eq!(
         sim.get_outcome(get),
-        Some(GetOutcome::Failed { needed: 2, got: 1 })
+        Some(GetOutcome::Failed {
+            needed: 2,
+            got: 1,
+            dc: None
+        })
     );
 }
 

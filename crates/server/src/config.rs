@@ -6,7 +6,7 @@
 //! and [`Config::apply`] lays those over the file, so the order holds without a second parser.
 //! A commented example lives in `config/ringkv.toml`.
 
-use ringkv_core::{Limits, NodeId};
+use ringkv_core::{DcReplication, Limits, NodeId};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -62,8 +62,17 @@ pub struct Config {
     pub cluster_secret: Option<String>,
     /// Password for clients (RESP `AUTH`, HTTP `Authorization: Bearer`); none = open.
     pub password: Option<String>,
-    /// Replicas per key, and the default write and read quorums.
+    /// Replicas per key, and the default write and read quorums. With `replication` set, `n` is
+    /// its sum (set it only to that, or leave it out).
     pub n: usize,
+    /// Replicas per data center, `{ dc1 = 3, dc2 = 2 }` (as Cassandra's NetworkTopologyStrategy):
+    /// each data center named gets that many replicas of every key, spread over its racks, and
+    /// one not named gets none (its nodes coordinate). Empty (the default): `n` replicas spread
+    /// over every data center. Every node of a cluster must have the same value.
+    pub replication: DcReplication,
+    /// Whether `n` was set in the file or by a flag (so a `replication` sum must match it).
+    #[serde(skip)]
+    pub n_given: bool,
     pub w: usize,
     pub r: usize,
     /// Partitions of the ring (a power of two), fixed at cluster creation.
@@ -133,6 +142,8 @@ impl Default for Config {
             cluster_secret: None,
             password: None,
             n: 3,
+            replication: DcReplication::new(),
+            n_given: false,
             w: 2,
             r: 2,
             partitions: ringkv_core::keys::DEFAULT_PARTITIONS,
@@ -157,6 +168,33 @@ impl Default for Config {
             stream_bytes_per_sec: 32 * 1024 * 1024,
         }
     }
+}
+
+/// Parses `dc1=3,dc2=2` (the `--replication` flag and `RINGKV_REPLICATION`).
+pub fn parse_replication(text: &str) -> Result<DcReplication, String> {
+    let mut out = DcReplication::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (dc, count) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?} is not dc=count (e.g. dc1=3,dc2=2)"))?;
+        let count: usize = count
+            .trim()
+            .parse()
+            .map_err(|_| format!("{part:?}: the count must be a number"))?;
+        if out.insert(dc.trim().to_string(), count).is_some() {
+            return Err(format!("data center {:?} is named twice", dc.trim()));
+        }
+    }
+    Ok(out)
+}
+
+/// `dc1=3,dc2=2`: replication as the flag spells it (status pages, errors).
+pub fn format_replication(replication: &DcReplication) -> String {
+    replication
+        .iter()
+        .map(|(dc, n)| format!("{dc}={n}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// A configuration that cannot run.
@@ -190,6 +228,7 @@ pub struct Overrides {
     pub cluster_secret: Option<String>,
     pub password: Option<String>,
     pub n: Option<usize>,
+    pub replication: Option<DcReplication>,
     pub w: Option<usize>,
     pub r: Option<usize>,
     pub partitions: Option<u32>,
@@ -209,10 +248,22 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        let parse_error = |e: toml::de::Error| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string(),
-        })
+        };
+        let mut config: Config = toml::from_str(&text).map_err(parse_error)?;
+        let table: toml::Table = toml::from_str(&text).map_err(parse_error)?;
+        config.n_given = table.contains_key("n");
+        config.derive_n();
+        Ok(config)
+    }
+
+    /// With per-DC replication and no `n` given, `n` is the replication's sum.
+    fn derive_n(&mut self) {
+        if !self.replication.is_empty() && !self.n_given {
+            self.n = self.replication.values().sum();
+        }
     }
 
     /// Lays flags and environment over this config.
@@ -249,6 +300,11 @@ impl Config {
         if o.password.is_some() {
             self.password = o.password;
         }
+        self.n_given |= o.n.is_some();
+        if let Some(replication) = o.replication {
+            self.replication = replication;
+        }
+        self.derive_n();
     }
 
     /// Checks what a file or flag could get wrong, with a message that names the field.
@@ -261,6 +317,20 @@ impl Config {
             return bad(format!(
                 "partitions must be a power of two up to 1048576, not {}",
                 self.partitions
+            ));
+        }
+        if let Some((dc, _)) = self.replication.iter().find(|(_, &count)| count == 0) {
+            return bad(format!(
+                "replication gives data center {dc:?} 0 replicas: leave it out instead"
+            ));
+        }
+        let sum: usize = self.replication.values().sum();
+        if !self.replication.is_empty() && self.n != sum {
+            return bad(format!(
+                "n={} but replication {} holds {sum} replicas: leave n out (it is the sum) or \
+                 make them agree",
+                self.n,
+                format_replication(&self.replication)
             ));
         }
         if self.n == 0 || self.w == 0 || self.r == 0 || self.w > self.n || self.r > self.n {
@@ -382,7 +452,9 @@ mod tests {
             env!("CARGO_MANIFEST_DIR"),
             "/../../config/ringkv.toml"
         ));
-        let example = Config::load(Some(path)).unwrap();
+        let mut example = Config::load(Some(path)).unwrap();
+        assert!(example.n_given);
+        example.n_given = false;
         assert_eq!(example, Config::default());
     }
 
@@ -403,6 +475,39 @@ mod tests {
             ..Config::default()
         };
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn per_dc_replication_sets_n_and_must_agree_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dc.toml");
+        std::fs::write(&path, "replication = { dc1 = 3, dc2 = 2 }\n").unwrap();
+        let c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.n, 5);
+        c.validate().unwrap();
+        std::fs::write(&path, "n = 3\nreplication = { dc1 = 3, dc2 = 2 }\n").unwrap();
+        let err = Config::load(Some(&path))
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("dc1=3,dc2=2 holds 5"), "{err}");
+        let mut c = Config::default();
+        c.apply(Overrides {
+            replication: Some(parse_replication("east=2, west=1").unwrap()),
+            ..Default::default()
+        });
+        assert_eq!(c.n, 3);
+        c.validate().unwrap();
+        assert!(parse_replication("dc1").is_err());
+        assert!(parse_replication("dc1=x").is_err());
+        assert!(parse_replication("dc1=1,dc1=2").is_err());
+        let mut c = Config::default();
+        c.apply(Overrides {
+            replication: Some(parse_replication("dc1=0,dc2=2").unwrap()),
+            ..Default::default()
+        });
+        assert!(c.validate().unwrap_err().to_string().contains("0 replicas"));
     }
 
     /// A grace period no longer than the hint window could let a late hint resurrect a key.

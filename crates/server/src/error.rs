@@ -1,7 +1,7 @@
 //! Errors a node returns to its APIs, grouped by what the caller should do about them. Each API
 //! maps them to its own wire form (HTTP status, RESP `-ERR`) in one place.
 
-use ringkv_core::{ConsistencyError, ContextError, LimitError};
+use ringkv_core::{ConsistencyError, ContextError, LimitError, QuorumError};
 use ringkv_storage::StorageError;
 
 #[derive(Debug, thiserror::Error)]
@@ -19,17 +19,12 @@ pub enum NodeError {
     /// writing back with its context. Nothing was written.
     #[error("too many siblings for this key ({siblings} > {max}): read it and write back with its context to resolve them")]
     TooManySiblings { siblings: usize, max: usize },
-    /// Not enough replicas answered a read in time (or a level cannot be met by the replicas
-    /// that exist). Retry later.
-    #[error("not enough replicas answered: needed {needed}, got {got}")]
-    Unavailable { needed: usize, got: usize },
-    /// A write did not reach its quorum in time. No rollback (Dynamo): it may still have been
-    /// stored on some replicas. Retry with the context you read.
-    #[error(
-        "not enough replicas acknowledged: needed {needed}, got {got}; \
-         the write may still have been stored on some replicas"
-    )]
-    WriteUnavailable { needed: usize, got: usize },
+    /// Not enough replicas answered a read, or acknowledged a write, in time (or a level
+    /// cannot be met by the replicas that exist): the core's [`QuorumError`], with the data
+    /// center whose quorum fell short for `local_quorum` and `each_quorum`. Retry later; a
+    /// failed write may still have been stored on some replicas (no rollback, as in Dynamo).
+    #[error(transparent)]
+    Quorum(#[from] QuorumError),
     /// The replica that coordinated a forwarded write refused it (a limit, a bad context, too
     /// many siblings). Fix the request.
     #[error("rejected by the coordinating replica: {0}")]
@@ -53,28 +48,42 @@ impl NodeError {
             NodeError::InvalidContext(_) => "context",
             NodeError::Consistency(_) | NodeError::Rejected(_) => "argument",
             NodeError::TooManySiblings { .. } => "siblings",
-            NodeError::Unavailable { .. }
-            | NodeError::WriteUnavailable { .. }
-            | NodeError::ShuttingDown => "unavailable",
+            NodeError::Quorum(_) | NodeError::ShuttingDown => "unavailable",
             NodeError::Storage(_) | NodeError::Startup(_) => "storage",
         }
     }
 
-    /// Worth retrying unchanged (later, or elsewhere).
-    /// `(needed, got)` of a quorum error.
-    pub fn quorum(&self) -> Option<(usize, usize)> {
-        match *self {
-            NodeError::Unavailable { needed, got }
-            | NodeError::WriteUnavailable { needed, got } => Some((needed, got)),
+    /// `(needed, got, data center)` of a quorum error.
+    pub fn quorum(&self) -> Option<(usize, usize, Option<&str>)> {
+        match self {
+            NodeError::Quorum(e) => Some((e.needed(), e.got(), e.dc())),
             _ => None,
         }
     }
 
+    /// A read that got `got` of the `needed` replies, anywhere.
+    pub fn unavailable(needed: usize, got: usize) -> NodeError {
+        NodeError::Quorum(QuorumError::ReadUnavailable {
+            needed,
+            got,
+            dc: None,
+        })
+    }
+
+    /// A write that got `got` of the `needed` durable acks, anywhere.
+    pub fn write_unavailable(needed: usize, got: usize) -> NodeError {
+        NodeError::Quorum(QuorumError::WriteUnavailable {
+            needed,
+            got,
+            dc: None,
+        })
+    }
+
+    /// Worth retrying unchanged (later, or elsewhere).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            NodeError::Unavailable { .. }
-                | NodeError::WriteUnavailable { .. }
+            NodeError::Quorum(_)
                 | NodeError::ShuttingDown
                 | NodeError::Storage(StorageError::DiskFull { .. })
         )

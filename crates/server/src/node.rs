@@ -19,6 +19,7 @@ use crate::metrics::{Metrics, Op, OpLabels};
 use crate::replica::{Replica, WriteOp};
 use bytes::Bytes;
 use prometheus_client::metrics::{counter::Counter, histogram::Histogram};
+use ringkv_core::coordinator::Need;
 use ringkv_core::{Consistency, Context, Limits, NodeId, SiblingSet, Version};
 use ringkv_storage::{Durability, Keyspace, Store, StoreOptions, WriteBatch};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -147,7 +148,7 @@ impl Node {
         )?;
         let membership = gossip::open(config, replica.store(), node_id).await?;
         let hints = Hints::open(replica.store().clone(), config.partitions)?;
-        let cluster = Cluster::new(membership, config.partitions);
+        let cluster = Cluster::new(membership, config.partitions, config.replication.clone());
         let metrics = Metrics::new();
         metrics.keys.set(replica.live_keys() as i64);
         metrics.hints_pending.set(hints.total() as i64);
@@ -244,45 +245,51 @@ impl Node {
         self.inner.cluster.ring().members().len() > 1
     }
 
-    /// Replicas that must answer a read at `level` (`None` = the configured `r`).
-    pub fn required_replies(&self, level: Option<Consistency>) -> Result<usize, NodeError> {
+    /// What a read at `level` needs (`None` = the configured `r`).
+    pub fn required_replies(&self, level: Option<Consistency>) -> Result<Need, NodeError> {
         self.required(level, self.inner.config.r)
     }
 
-    /// Replicas that must acknowledge a write at `level` (`None` = the configured `w`).
-    pub fn required_acks(&self, level: Option<Consistency>) -> Result<usize, NodeError> {
+    /// What a write at `level` needs (`None` = the configured `w`).
+    pub fn required_acks(&self, level: Option<Consistency>) -> Result<Need, NodeError> {
         self.required(level, self.inner.config.w)
     }
 
     /// `one`, `quorum` and `all` are relative to the replicas a key has (min(n, members)); a
     /// number is absolute: above `n` it is malformed, above the replicas that exist it cannot be
     /// met (Unavailable), never silently lowered. The configured default is capped to what exists,
-    /// so a one-node store works with the default `w = 2`.
-    fn required(&self, level: Option<Consistency>, default: usize) -> Result<usize, NodeError> {
+    /// so a one-node store works with the default `w = 2`. `local_quorum` (this node's data
+    /// center) and `each_quorum` resolve per key, against its replicas' data centers; a node
+    /// alone has one data center and one quorum.
+    fn required(&self, level: Option<Consistency>, default: usize) -> Result<Need, NodeError> {
         let replicas = self.replicas_per_key();
-        match level {
-            None => Ok(default.min(replicas)),
+        let count = match level {
+            None => default.min(replicas),
+            Some(Consistency::LocalQuorum) if self.in_cluster() => {
+                return Ok(Need::LocalQuorum {
+                    dc: self.inner.config.dc.clone(),
+                })
+            }
+            Some(Consistency::EachQuorum) if self.in_cluster() => return Ok(Need::EachQuorum),
             Some(Consistency::Count(wanted)) => {
                 let n = self.inner.config.n;
                 Consistency::Count(wanted).required(n)?;
                 if wanted > replicas {
-                    return Err(NodeError::Unavailable {
-                        needed: wanted,
-                        got: replicas,
-                    });
+                    return Err(NodeError::unavailable(wanted, replicas));
                 }
-                Ok(wanted)
+                wanted
             }
-            Some(level) => Ok(level.required(replicas)?),
-        }
+            Some(level) => level.required(replicas)?,
+        };
+        Ok(Need::Count(count))
     }
 
     pub async fn get(&self, key: &[u8], opts: ReadOptions) -> Result<ReadResult, NodeError> {
         let started = Instant::now();
         self.limits().check_key(key)?;
-        let r = self.required_replies(opts.r)?;
+        let need = self.required_replies(opts.r)?;
         if self.in_cluster() {
-            let result = replication::read(self, Bytes::copy_from_slice(key), r).await?;
+            let result = replication::read(self, Bytes::copy_from_slice(key), need).await?;
             self.count(Op::Get, started);
             return Ok(result);
         }
@@ -409,9 +416,9 @@ impl Node {
                 limits.check_value_len(v.len())?;
             }
         }
-        let w = self.required_acks(opts.w)?;
+        let need = self.required_acks(opts.w)?;
         if self.in_cluster() {
-            return self.write_cluster(ops, w, started).await;
+            return self.write_cluster(ops, need, started).await;
         }
         let written = self.inner.replica.apply_write(&ops).await?;
         let m = &self.inner.metrics;
@@ -444,7 +451,7 @@ impl Node {
     async fn write_cluster(
         &self,
         ops: Vec<WriteOp>,
-        w: usize,
+        need: Need,
         started: Instant,
     ) -> Result<Vec<WriteResult>, NodeError> {
         let mut results = Vec::with_capacity(ops.len());
@@ -454,7 +461,7 @@ impl Node {
             } else {
                 Op::Delete
             };
-            let result = replication::write_one(self, op, w).await?;
+            let result = replication::write_one(self, op, need.clone()).await?;
             if result.set.versions().len() >= self.limits().sibling_warn {
                 self.inner.metrics.sibling_warnings.inc();
             }

@@ -1,6 +1,7 @@
 //! The read coordinator: ask the N replicas, answer after `r`, then find the stale ones.
 
 use super::message::{Envelope, Message, Read, ReadReply, Repair, ReplicaError, RequestId};
+use super::quorum::{Quorum, Verdict};
 use super::{Delivery, QuorumError};
 use crate::{NodeId, SiblingSet};
 use bytes::Bytes;
@@ -13,10 +14,12 @@ pub struct GetRequest {
     /// This node. It need not be a replica of the key: any node coordinates a read.
     pub coordinator: NodeId,
     pub key: Bytes,
-    /// The key's N replicas, the coordinator included when it is one (repeats are dropped).
+    /// The replicas to ask: the key's N, the coordinator included when it is one (repeats are
+    /// dropped), or for `local_quorum` the local data center's ([`Plan::read_targets`](super::Plan::read_targets)).
     pub replicas: Vec<NodeId>,
-    /// Replies required. 0 is taken as 1.
-    pub r: usize,
+    /// Replies required: a count, or per data center ([`Plan::read_quorum`](super::Plan::read_quorum)).
+    /// A total of 0 is taken as 1.
+    pub quorum: Quorum,
     /// When the client gets its answer at the latest, in the caller's milliseconds.
     pub deadline_ms: u64,
     /// How long to keep listening for the slower replicas' replies, to repair them. Taken as at
@@ -35,18 +38,24 @@ pub enum GetOutcome {
         replied: Vec<NodeId>,
     },
     /// The deadline passed, or enough replicas failed that `r` was out of reach, with `got`
-    /// replies of the `needed`.
-    Failed { needed: usize, got: usize },
+    /// replies of the `needed`; with `dc`, the counts of that data center's quorum.
+    Failed {
+        needed: usize,
+        got: usize,
+        dc: Option<String>,
+    },
 }
 
 impl GetOutcome {
     /// The client-facing error of a failed read; `None` when done.
     pub fn error(&self) -> Option<QuorumError> {
-        match *self {
+        match self {
             GetOutcome::Done { .. } => None,
-            GetOutcome::Failed { needed, got } => {
-                Some(QuorumError::ReadUnavailable { needed, got })
-            }
+            GetOutcome::Failed { needed, got, dc } => Some(QuorumError::ReadUnavailable {
+                needed: *needed,
+                got: *got,
+                dc: dc.clone(),
+            }),
         }
     }
 }
@@ -67,7 +76,7 @@ pub struct GetCoordinator {
     coordinator: NodeId,
     key: Bytes,
     replicas: Vec<NodeId>,
-    needed: usize,
+    quorum: Quorum,
     deadline_ms: u64,
     repair_deadline_ms: u64,
     /// First reply of each replica, in arrival order.
@@ -108,7 +117,10 @@ impl GetCoordinator {
             coordinator: req.coordinator,
             key: req.key,
             replicas,
-            needed: req.r.max(1),
+            quorum: Quorum {
+                total: req.quorum.total.max(1),
+                ..req.quorum
+            },
             deadline_ms: req.deadline_ms,
             repair_deadline_ms: req.repair_deadline_ms.max(req.deadline_ms),
             replies: Vec::new(),
@@ -140,9 +152,9 @@ impl GetCoordinator {
         &self.replicas
     }
 
-    /// Replies required.
+    /// Replies required in all.
     pub fn needed(&self) -> usize {
-        self.needed
+        self.quorum.total
     }
 
     /// Messages to send, in order; the queue is empty afterwards. Holds the reads at the start
@@ -186,8 +198,8 @@ impl GetCoordinator {
     /// Advances time: at the deadline an undecided read fails; at the repair deadline the
     /// repairs are computed from the replies so far and queued.
     pub fn tick(&mut self, now_ms: u64) {
-        if now_ms >= self.deadline_ms && self.outcome.is_none() {
-            self.outcome = Some(self.failed_outcome());
+        if now_ms >= self.deadline_ms {
+            self.judge(true);
         }
         if now_ms >= self.repair_deadline_ms && self.repairs.is_none() {
             self.finish_repair();
@@ -254,26 +266,27 @@ impl GetCoordinator {
     }
 
     fn decide(&mut self) {
-        if self.outcome.is_none() {
-            if self.replies.len() >= self.needed {
-                self.outcome = Some(GetOutcome::Done {
-                    set: self.merged.clone(),
-                    replied: self.replies.iter().map(|(n, _)| n.clone()).collect(),
-                });
-            } else if self.replies.len() + self.pending().len() < self.needed {
-                self.outcome = Some(self.failed_outcome());
-            }
-        }
+        self.judge(false);
         if self.repairs.is_none() && self.pending().is_empty() {
             self.finish_repair();
         }
     }
 
-    fn failed_outcome(&self) -> GetOutcome {
-        GetOutcome::Failed {
-            needed: self.needed,
-            got: self.replies.len(),
+    /// Decides if the replies so far settle it; at the deadline (`final_call`) an unmet quorum
+    /// fails.
+    fn judge(&mut self, final_call: bool) {
+        if self.outcome.is_some() {
+            return;
         }
+        let replied: Vec<NodeId> = self.replies.iter().map(|(n, _)| n.clone()).collect();
+        self.outcome = match self.quorum.judge(&replied, &self.pending(), final_call) {
+            Verdict::Open => None,
+            Verdict::Met => Some(GetOutcome::Done {
+                set: self.merged.clone(),
+                replied,
+            }),
+            Verdict::Short { needed, got, dc } => Some(GetOutcome::Failed { needed, got, dc }),
+        };
     }
 
     fn finish_repair(&mut self) {

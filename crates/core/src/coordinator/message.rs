@@ -18,7 +18,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
-use super::PutOutcome;
+use super::{Need, PutOutcome};
 
 /// One request's id, allocated by the node that coordinates it (a per-node counter is enough).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -168,8 +168,9 @@ pub struct ForwardPut {
     /// the coordinator decodes (and so re-validates) it. `None` is a blind write: the
     /// coordinator uses its own current context for the key.
     pub context: Option<String>,
-    /// Durable acks required, already resolved from the client's level by the forwarder.
-    pub w: u32,
+    /// What the write needs, resolved from the client's level by the forwarder: a count, or a
+    /// data-center rule (for `local_quorum`, the forwarder's data center, where the client is).
+    pub need: Need,
     /// What is left of the client's time budget, in milliseconds: the coordinator's deadline is
     /// its own `now + timeout_ms` (clocks are not compared across nodes).
     pub timeout_ms: u64,
@@ -223,13 +224,14 @@ pub enum MessageDecodeError {
     Malformed(String),
 }
 
-/// Format byte in front of every encoded envelope, so the layout can evolve.
-const FORMAT_V1: u8 = 1;
+/// Format byte in front of every encoded envelope, so the layout can evolve. 2: forwarded
+/// writes carry a [`Need`] (data-center levels), failed quorums name their data center.
+const FORMAT_V2: u8 = 2;
 
 impl Envelope {
     /// A format byte, then postcard. The transport adds framing and authentication.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = vec![FORMAT_V1];
+        let mut out = vec![FORMAT_V2];
         // Serializing plain data into a Vec cannot fail.
         out.extend(postcard::to_stdvec(self).expect("envelope serializes"));
         out
@@ -239,7 +241,7 @@ impl Envelope {
     /// the slice lazily, so a claimed length beyond the input fails instead of allocating.
     pub fn decode(bytes: &[u8]) -> Result<Envelope, MessageDecodeError> {
         match bytes.split_first() {
-            Some((&FORMAT_V1, rest)) => {
+            Some((&FORMAT_V2, rest)) => {
                 postcard::from_bytes(rest).map_err(|e| MessageDecodeError::Malformed(e.to_string()))
             }
             Some((&other, _)) => Err(MessageDecodeError::UnknownFormat(other)),
@@ -291,7 +293,7 @@ mod tests {
                 key,
                 value: None,
                 context: Some(set.context().encode()),
-                w: 2,
+                need: Need::LocalQuorum { dc: "dc1".into() },
                 timeout_ms: 500,
             }),
             Message::ForwardPutReply(ForwardPutReply {
@@ -302,6 +304,7 @@ mod tests {
                         needed: 2,
                         got: 1,
                         acked_by: vec![n("a")],
+                        dc: Some("dc2".into()),
                     },
                 }),
             }),
@@ -338,7 +341,7 @@ mod tests {
         };
         let mut bytes = env.encode();
         // Format byte, length 1, then the sender's id: make it a space.
-        assert_eq!(&bytes[..3], &[FORMAT_V1, 1, b'a']);
+        assert_eq!(&bytes[..3], &[FORMAT_V2, 1, b'a']);
         bytes[2] = b' ';
         assert!(matches!(
             Envelope::decode(&bytes),

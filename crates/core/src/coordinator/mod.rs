@@ -98,6 +98,7 @@ pub mod message;
 mod get;
 mod plan;
 mod put;
+mod quorum;
 mod replica;
 mod route;
 
@@ -108,6 +109,7 @@ pub use message::{
 };
 pub use plan::Plan;
 pub use put::{PutCoordinator, PutOutcome, PutRequest};
+pub use quorum::{DcQuorum, Need, Quorum, Verdict};
 pub use replica::apply_replicate;
 pub use route::{route_write, Route};
 
@@ -125,16 +127,36 @@ pub enum Delivery {
     Ignored,
 }
 
-/// A quorum that was not reached: what the APIs tell the client. Worth retrying.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+/// A quorum that was not reached: what the APIs tell the client. Worth retrying. With `dc`,
+/// the counts are those of that data center's quorum (`local_quorum`, `each_quorum`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QuorumError {
     #[error(
-        "not enough replicas acknowledged: needed {needed}, got {got}; \
-         the write may still have been stored on some replicas"
+        "not enough replicas{} acknowledged: needed {needed}, got {got}; \
+         the write may still have been stored on some replicas",
+        in_dc(dc)
     )]
-    WriteUnavailable { needed: usize, got: usize },
-    #[error("not enough replicas answered: needed {needed}, got {got}")]
-    ReadUnavailable { needed: usize, got: usize },
+    WriteUnavailable {
+        needed: usize,
+        got: usize,
+        dc: Option<String>,
+    },
+    #[error(
+        "not enough replicas{} answered: needed {needed}, got {got}",
+        in_dc(dc)
+    )]
+    ReadUnavailable {
+        needed: usize,
+        got: usize,
+        dc: Option<String>,
+    },
+}
+
+/// " in data center X", or nothing: how quorum errors name the data center that fell short.
+fn in_dc(dc: &Option<String>) -> String {
+    dc.as_ref()
+        .map(|dc| format!(" in data center {dc}"))
+        .unwrap_or_default()
 }
 
 impl QuorumError {
@@ -151,6 +173,15 @@ impl QuorumError {
         match *self {
             QuorumError::WriteUnavailable { got, .. }
             | QuorumError::ReadUnavailable { got, .. } => got,
+        }
+    }
+
+    /// The data center whose quorum fell short (`local_quorum`, `each_quorum`).
+    pub fn dc(&self) -> Option<&str> {
+        match self {
+            QuorumError::WriteUnavailable { dc, .. } | QuorumError::ReadUnavailable { dc, .. } => {
+                dc.as_deref()
+            }
         }
     }
 

@@ -6,7 +6,8 @@ use crate::{NodeId, PartitionId, Ring};
 /// preference-list node is down, the first healthy node past the list takes its writes and
 /// reads"): the partition's preference list of N, each member `is_down` says is down replaced by
 /// the next healthy node past the list (walking the longer preference list, which extends the
-/// first N in order), each used once. A down member with no healthy node left to stand in for it
+/// first N in order) in the down member's data center, or, without per-DC replication and
+/// with none healthy there, in any; each used once. A down member with no healthy node left to stand in for it
 /// stays in the list: it counts as a refusal, so W and R are met exactly while W (R) nodes are up.
 ///
 /// `is_down` should be gossip's *down* (two sources agree), not mere suspicion: a stand-in's
@@ -34,11 +35,26 @@ impl Plan {
     ) -> Plan {
         let all = ring.preference_list(partition, ring.members().len());
         let (primaries, rest) = all.split_at(n.min(all.len()));
-        let mut fallbacks = rest.iter().filter(|id| !is_down(id));
+        let mut fallbacks: Vec<&NodeId> = rest.iter().filter(|id| !is_down(id)).collect();
         let mut plan = Plan::default();
         for id in primaries {
-            match is_down(id).then(|| fallbacks.next()).flatten() {
-                Some(stand_in) => {
+            // A stand-in from the down node's own data center first, so per-data-center
+            // quorums keep their meaning; with per-DC replication only from there (the other
+            // data centers hold their own share already).
+            let home = ring.dc_of(id);
+            let pick = is_down(id)
+                .then(|| {
+                    fallbacks
+                        .iter()
+                        .position(|f| ring.dc_of(f) == home)
+                        .or_else(|| {
+                            (!ring.has_dc_replication() && !fallbacks.is_empty()).then_some(0)
+                        })
+                })
+                .flatten();
+            match pick {
+                Some(at) => {
+                    let stand_in = fallbacks.remove(at);
                     plan.targets.push(stand_in.clone());
                     plan.stand_ins.push((stand_in.clone(), id.clone()));
                 }
@@ -163,5 +179,63 @@ mod tests {
         let plan = Plan::new(&ring, p, 3, |id| id == &down);
         assert_eq!(plan.targets, all);
         assert!(plan.stand_ins.is_empty());
+    }
+}
+
+#[cfg(test)]
+mod dc_tests {
+    use super::*;
+    use crate::RingMember;
+
+    /// dc1: a1..a3, dc2: b1..b3, one rack each node.
+    fn members() -> Vec<RingMember> {
+        ["a", "b"]
+            .iter()
+            .flat_map(|p| {
+                (1..=3).map(move |i| {
+                    let dc = if *p == "a" { "dc1" } else { "dc2" };
+                    RingMember::new(
+                        NodeId::new(format!("{p}{i}")).unwrap(),
+                        1,
+                        dc,
+                        format!("r{i}"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_stand_in_comes_from_the_down_nodes_data_center() {
+        let ring = Ring::build(&members(), 64).unwrap();
+        for p in 0..64 {
+            let p = PartitionId(p);
+            let list = ring.preference_list(p, 3);
+            for down in &list {
+                let plan = Plan::new(&ring, p, 3, |id| id == down);
+                let (stand_in, intended) = &plan.stand_ins[0];
+                assert_eq!(intended, down);
+                assert_eq!(ring.dc_of(stand_in), ring.dc_of(down), "{plan:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn with_per_dc_replication_a_lost_data_center_gets_no_stand_ins_elsewhere() {
+        let replication = [("dc1".to_string(), 2), ("dc2".to_string(), 2)].into();
+        let ring = Ring::build_with(&members(), 64, &replication).unwrap();
+        let dc2_down = |id: &NodeId| ring.dc_of(id) == Some("dc2");
+        for p in 0..64 {
+            let p = PartitionId(p);
+            let plan = Plan::new(&ring, p, 4, dc2_down);
+            assert!(plan.stand_ins.is_empty(), "{plan:?}");
+            assert_eq!(plan.targets, ring.preference_list(p, 4));
+        }
+        // Without per-DC replication, the same loss borrows dc1's spare node.
+        let plain = Ring::build(&members(), 64).unwrap();
+        let plan = Plan::new(&plain, PartitionId(0), 4, |id| {
+            plain.dc_of(id) == Some("dc2")
+        });
+        assert_eq!(plan.stand_ins.len(), 1);
     }
 }

@@ -1,6 +1,7 @@
 //! The write coordinator: replicate one client write and count durable acks up to `w`.
 
 use super::message::{Envelope, Message, ReplicaError, Replicate, ReplicateAck, RequestId};
+use super::quorum::{Quorum, Verdict};
 use super::{Delivery, QuorumError};
 use crate::{NodeId, SiblingSet};
 use bytes::Bytes;
@@ -21,9 +22,10 @@ pub struct PutRequest {
     /// The other replicas of the key's preference list (the coordinator itself and repeats are
     /// dropped).
     pub others: Vec<NodeId>,
-    /// Durable acks required, the coordinator's own included. 0 is taken as 1: the local write
-    /// has already happened.
-    pub w: usize,
+    /// Durable acks required, the coordinator's own included: a count, or per data center
+    /// ([`Plan::write_quorum`](super::Plan::write_quorum)). A total of 0 is taken as 1: the
+    /// local write has already happened.
+    pub quorum: Quorum,
     /// When the client gets its answer at the latest, in the caller's milliseconds.
     pub deadline_ms: u64,
 }
@@ -34,12 +36,14 @@ pub enum PutOutcome {
     /// `w` replicas (the coordinator first, then in ack order) hold the write durably.
     Acked { acked_by: Vec<NodeId> },
     /// The deadline passed, or enough replicas refused that `w` was out of reach, with `got`
-    /// durable acks (from `acked_by`) of the `needed`. The write was not rolled back: it is
+    /// durable acks (from `acked_by`) of the `needed`; with `dc`, those are the counts of that
+    /// data center's quorum, the part that failed. The write was not rolled back: it is
     /// durable on `acked_by` and may be on replicas whose ack was lost or late.
     Failed {
         needed: usize,
         got: usize,
         acked_by: Vec<NodeId>,
+        dc: Option<String>,
     },
 }
 
@@ -57,11 +61,15 @@ impl PutOutcome {
 
     /// The client-facing error of a failed write; `None` when acked.
     pub fn error(&self) -> Option<QuorumError> {
-        match *self {
+        match self {
             PutOutcome::Acked { .. } => None,
-            PutOutcome::Failed { needed, got, .. } => {
-                Some(QuorumError::WriteUnavailable { needed, got })
-            }
+            PutOutcome::Failed {
+                needed, got, dc, ..
+            } => Some(QuorumError::WriteUnavailable {
+                needed: *needed,
+                got: *got,
+                dc: dc.clone(),
+            }),
         }
     }
 }
@@ -75,7 +83,7 @@ pub struct PutCoordinator {
     key: Bytes,
     set: SiblingSet,
     others: Vec<NodeId>,
-    needed: usize,
+    quorum: Quorum,
     deadline_ms: u64,
     /// Durable acks in arrival order, the coordinator's own first; late ones included.
     acked: Vec<NodeId>,
@@ -116,7 +124,10 @@ impl PutCoordinator {
             key: req.key,
             set: req.set,
             others,
-            needed: req.w.max(1),
+            quorum: Quorum {
+                total: req.quorum.total.max(1),
+                ..req.quorum
+            },
             deadline_ms: req.deadline_ms,
             refused: BTreeMap::new(),
             outcome: None,
@@ -151,9 +162,14 @@ impl PutCoordinator {
         &self.set
     }
 
-    /// Durable acks required, the coordinator's own included.
+    /// Durable acks required in all, the coordinator's own included.
     pub fn needed(&self) -> usize {
-        self.needed
+        self.quorum.total
+    }
+
+    /// What the write needs, per data center too.
+    pub fn quorum(&self) -> &Quorum {
+        &self.quorum
     }
 
     pub fn deadline_ms(&self) -> u64 {
@@ -200,9 +216,7 @@ impl PutCoordinator {
             return;
         }
         self.expired = true;
-        if self.outcome.is_none() {
-            self.outcome = Some(self.failed());
-        }
+        self.judge(true);
     }
 
     /// The outcome, once decided. It never changes afterwards.
@@ -246,25 +260,29 @@ impl PutCoordinator {
         (!self.is_done()).then_some(self.deadline_ms)
     }
 
-    /// Decides once `w` is met, or once it can no longer be met because too many refused.
+    /// Decides once the quorum is met, or once it can no longer be met because too many
+    /// refused.
     fn decide(&mut self) {
+        self.judge(false);
+    }
+
+    /// Decides if the answers so far settle it; at a deadline (`final_call`) an unmet quorum
+    /// fails.
+    fn judge(&mut self, final_call: bool) {
         if self.outcome.is_some() {
             return;
         }
-        if self.acked.len() >= self.needed {
-            self.outcome = Some(PutOutcome::Acked {
+        self.outcome = match self.quorum.judge(&self.acked, &self.pending(), final_call) {
+            Verdict::Open => None,
+            Verdict::Met => Some(PutOutcome::Acked {
                 acked_by: self.acked.clone(),
-            });
-        } else if self.acked.len() + self.pending().len() < self.needed {
-            self.outcome = Some(self.failed());
-        }
-    }
-
-    fn failed(&self) -> PutOutcome {
-        PutOutcome::Failed {
-            needed: self.needed,
-            got: self.acked.len(),
-            acked_by: self.acked.clone(),
-        }
+            }),
+            Verdict::Short { needed, got, dc } => Some(PutOutcome::Failed {
+                needed,
+                got,
+                acked_by: self.acked.clone(),
+                dc,
+            }),
+        };
     }
 }

@@ -56,6 +56,15 @@
 //! `preference_list(p, k + 1)`, so a longer list gives, in order, the fallback nodes that sloppy
 //! quorum uses when a replica is down.
 //!
+//! With **per-data-center replication** ([`Ring::build_with`], `{dc1 = 3, dc2 = 2}`, as
+//! Cassandra's NetworkTopologyStrategy) each pick is the first node met, among those whose data
+//! center still wants replicas, whose rack holds the fewest so far: every data center gets its
+//! count, spread over its racks, and a data center the map does not name gets none (its nodes
+//! coordinate, and are fallbacks of last resort). Once every count is met the list goes on in
+//! walk order: those are the fallbacks (sloppy quorum takes a stand-in from the down node's own
+//! data center). A data center with fewer nodes than its count has all of them as replicas, and
+//! the copies it cannot hold go to the next nodes of the walk, so a key still has N copies.
+//!
 //! IMPLEMENTATION CAVEATS
 //! - Movement is near-optimal, not optimal, and the 1.1x bound needs shares of 256+ partitions
 //!   for every node. With smaller shares the ±8% band is narrow next to the rendezvous noise, so
@@ -100,6 +109,9 @@ pub const MAX_PARTITIONS: u32 = 1 << 16;
 
 /// Largest `partitions x members` a ring accepts: building holds one f64 per pair (128 MiB here).
 pub const MAX_RING_CELLS: u64 = 1 << 24;
+
+/// Replicas per data center, by name (`{dc1 = 3, dc2 = 2}`); see [`Ring::build_with`].
+pub type DcReplication = BTreeMap<String, usize>;
 
 /// One node as the ring sees it: identity, capacity and place in the topology.
 ///
@@ -159,6 +171,8 @@ pub struct Ring {
     rack_of: Vec<u32>,
     dc_count: usize,
     rack_count: usize,
+    /// Replicas wanted in each data center (by index) under per-DC replication; empty without.
+    dc_factors: Vec<usize>,
     /// Owner (node index) of each partition.
     owners: Vec<u32>,
     /// Partitions of each node, ascending.
@@ -183,8 +197,20 @@ pub struct NodeLoad {
 }
 
 impl Ring {
-    /// The ring of `members` over `partitions` partitions (see the module doc).
+    /// The ring of `members` over `partitions` partitions (see the module doc), with N replicas
+    /// spread over all data centers.
     pub fn build(members: &[RingMember], partitions: u32) -> Result<Ring, RingError> {
+        Ring::build_with(members, partitions, &DcReplication::new())
+    }
+
+    /// [`Ring::build`] with per-data-center replication: `replication[dc]` replicas of every
+    /// partition in data center `dc`, none in a data center it does not name (module doc).
+    /// Empty: as [`Ring::build`].
+    pub fn build_with(
+        members: &[RingMember],
+        partitions: u32,
+        replication: &DcReplication,
+    ) -> Result<Ring, RingError> {
         if members.is_empty() {
             return Err(RingError::NoMembers);
         }
@@ -239,10 +265,19 @@ impl Ring {
             .map(|m| rack_index[&(m.dc.as_str(), m.rack.as_str())])
             .collect();
         let (dc_count, rack_count) = (dc_index.len(), rack_index.len());
+        let dc_factors = if replication.is_empty() {
+            Vec::new()
+        } else {
+            dc_index
+                .keys()
+                .map(|dc| replication.get(*dc).copied().unwrap_or(0))
+                .collect()
+        };
         Ok(Ring {
             partitions,
             dc_count,
             rack_count,
+            dc_factors,
             members,
             dc_of,
             rack_of,
@@ -263,6 +298,16 @@ impl Ring {
 
     pub fn contains(&self, node: &NodeId) -> bool {
         self.node_index(node).is_some()
+    }
+
+    /// The data center of a member; `None` for a node outside the ring.
+    pub fn dc_of(&self, node: &NodeId) -> Option<&str> {
+        self.node_index(node).map(|i| self.members[i].dc.as_str())
+    }
+
+    /// True when the ring places replicas per data center ([`Ring::build_with`]).
+    pub fn has_dc_replication(&self) -> bool {
+        !self.dc_factors.is_empty()
     }
 
     /// `Ok(partition)` if it exists in this ring. Check partition ids that come from outside

@@ -36,19 +36,38 @@ impl Ring {
         let mut per_dc = vec![0usize; self.dc_count];
         let mut per_rack = vec![0usize; self.rack_count];
         for _ in 0..n {
-            // The first node in walk order among those whose data center, then rack, holds the
-            // fewest replicas so far. With >= N data centers that is always a new data center;
-            // with fewer, replicas go round the data centers and, inside each, round its racks.
-            let (_, _, _, i) = walk
-                .iter()
-                .enumerate()
-                .filter(|&(_, &(_, i))| !taken[i])
-                .map(|(pos, &(_, i))| {
-                    let (dc, rack) = (self.dc_of[i] as usize, self.rack_of[i] as usize);
-                    (per_dc[dc], per_rack[rack], pos, i)
-                })
-                .min()
-                .expect("n <= members, so an untaken node is left");
+            let untaken = walk.iter().enumerate().filter(|&(_, &(_, i))| !taken[i]);
+            let i = if self.dc_factors.is_empty() {
+                // The first node in walk order among those whose data center, then rack, holds
+                // the fewest replicas so far. With >= N data centers that is always a new data
+                // center; with fewer, replicas go round the data centers and, inside each,
+                // round its racks.
+                untaken
+                    .map(|(pos, &(_, i))| {
+                        let (dc, rack) = (self.dc_of[i] as usize, self.rack_of[i] as usize);
+                        (per_dc[dc], per_rack[rack], pos, i)
+                    })
+                    .min()
+                    .expect("n <= members, so an untaken node is left")
+                    .3
+            } else {
+                // Per-DC replication: among nodes whose data center still wants replicas, the
+                // first in walk order whose rack holds the fewest; once every count is met (or
+                // no such node is left), plain walk order.
+                let wanted = |i: usize| {
+                    let dc = self.dc_of[i] as usize;
+                    per_dc[dc] < self.dc_factors[dc]
+                };
+                let mut untaken = untaken.peekable();
+                let first = untaken.peek().map(|&(_, &(_, i))| i);
+                untaken
+                    .filter(|&(_, &(_, i))| wanted(i))
+                    .map(|(pos, &(_, i))| (per_rack[self.rack_of[i] as usize], pos, i))
+                    .min()
+                    .map(|(_, _, i)| i)
+                    .or(first)
+                    .expect("n <= members, so an untaken node is left")
+            };
             taken[i] = true;
             per_dc[self.dc_of[i] as usize] += 1;
             per_rack[self.rack_of[i] as usize] += 1;

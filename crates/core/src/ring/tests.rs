@@ -340,3 +340,90 @@ fn summary_counts_primaries_and_replicas() {
     // With n = 3 every node holds every partition.
     assert!(ring.summary(3).iter().all(|s| s.replica == 256));
 }
+
+/// dc1: 3 nodes on racks a, b, c; dc2: 3 nodes on racks a, b, c; dc3: 2 nodes.
+fn two_dcs_and_an_unnamed_one() -> Vec<RingMember> {
+    let mut m = Vec::new();
+    for (dc, count) in [("dc1", 3), ("dc2", 3), ("dc3", 2)] {
+        for (i, rack) in ["a", "b", "c"].iter().take(count).enumerate() {
+            m.push(member(&format!("{dc}-n{i}"), 1, dc, rack));
+        }
+    }
+    m
+}
+
+fn replication(pairs: &[(&str, usize)]) -> DcReplication {
+    pairs.iter().map(|(dc, n)| (dc.to_string(), *n)).collect()
+}
+
+#[test]
+fn per_dc_replication_gives_each_data_center_its_count_over_distinct_racks() {
+    let members = two_dcs_and_an_unnamed_one();
+    let q = 1024;
+    let ring = Ring::build_with(&members, q, &replication(&[("dc1", 3), ("dc2", 2)])).unwrap();
+    assert!(ring.has_dc_replication());
+    let rack = |id: &NodeId| {
+        let m = members.iter().find(|m| &m.id == id).unwrap();
+        (m.dc.clone(), m.rack.clone())
+    };
+    for p in 0..q {
+        let list = ring.preference_list(PartitionId(p), 5);
+        let in_dc = |dc: &str| list.iter().filter(|id| ring.dc_of(id) == Some(dc)).count();
+        assert_eq!(
+            (in_dc("dc1"), in_dc("dc2"), in_dc("dc3")),
+            (3, 2, 0),
+            "p{p}"
+        );
+        let racks: BTreeSet<_> = list.iter().map(rack).collect();
+        assert_eq!(
+            racks.len(),
+            5,
+            "replicas of a data center on distinct racks"
+        );
+        // The list goes on with fallbacks, and a longer list extends a shorter one.
+        let longer = ring.preference_list(PartitionId(p), 8);
+        assert_eq!(&longer[..5], &list[..]);
+        assert_eq!(&ring.preference_list(PartitionId(p), 3)[..], &list[..3]);
+    }
+    // Every dc1 node replicates everything; dc2's 2 x Q copies are spread over its three nodes
+    // by the walk (within 10% of a third here; 15% is the test's margin).
+    let summary = ring.summary(5);
+    let even = 2 * q / 3;
+    for load in &summary {
+        match load.dc.as_str() {
+            "dc1" => assert_eq!(load.replica, q),
+            "dc2" => assert!(load.replica.abs_diff(even) * 100 <= even * 15, "{load:?}"),
+            _ => assert_eq!(load.replica, 0),
+        }
+    }
+}
+
+#[test]
+fn a_data_center_short_of_nodes_still_leaves_n_copies() {
+    let members = two_dcs_and_an_unnamed_one();
+    let ring = Ring::build_with(&members, 64, &replication(&[("dc1", 2), ("dc3", 3)])).unwrap();
+    for p in 0..64 {
+        let list = ring.preference_list(PartitionId(p), 5);
+        let in_dc = |dc: &str| list.iter().filter(|id| ring.dc_of(id) == Some(dc)).count();
+        assert_eq!(in_dc("dc3"), 2, "both dc3 nodes");
+        assert!(in_dc("dc1") >= 2);
+        assert_eq!(
+            list.len(),
+            5,
+            "the missing copy goes to the next node of the walk"
+        );
+    }
+}
+
+#[test]
+fn without_per_dc_replication_build_with_is_build() {
+    let members = two_dcs_and_an_unnamed_one();
+    let plain = Ring::build(&members, 128).unwrap();
+    assert_eq!(
+        plain,
+        Ring::build_with(&members, 128, &DcReplication::new()).unwrap()
+    );
+    assert!(!plain.has_dc_replication());
+    assert_eq!(plain.dc_of(&id("dc2-n1")), Some("dc2"));
+    assert_eq!(plain.dc_of(&id("nobody")), None);
+}

@@ -43,7 +43,7 @@ pub mod tombstones;
 use crate::peer::PeerClient;
 use parking_lot::{Mutex, RwLock};
 use ringkv_core::membership::{GossipConfig, Ticks};
-use ringkv_core::{Member, Membership, NodeId, Ring};
+use ringkv_core::{DcReplication, Member, Membership, NodeId, Ring};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -58,6 +58,8 @@ struct Inner {
     /// (epoch, read ring, write ring): the same `Arc` when no transfer is in progress.
     ring: RwLock<(u64, Arc<Ring>, Arc<Ring>)>,
     partitions: u32,
+    /// Per-data-center replication (empty: N spread over every data center).
+    replication: DcReplication,
     /// Gossip ticks so far: the logical clock `Membership` runs on.
     ticks: AtomicU64,
     /// Set when the member table changed in a way worth persisting (epoch, status, generation).
@@ -71,14 +73,15 @@ struct Inner {
 
 impl Cluster {
     /// Wraps a membership (already holding this node's record and any persisted members).
-    pub fn new(membership: Membership, partitions: u32) -> Cluster {
-        let (read, write) = Self::build_rings(&membership, partitions);
+    pub fn new(membership: Membership, partitions: u32, replication: DcReplication) -> Cluster {
+        let (read, write) = Self::build_rings(&membership, partitions, &replication);
         let epoch = membership.epoch();
         Cluster {
             inner: Arc::new(Inner {
                 membership: Mutex::new(membership),
                 ring: RwLock::new((epoch, read, write)),
                 partitions,
+                replication,
                 ticks: AtomicU64::new(0),
                 dirty: AtomicBool::new(true),
                 client: OnceLock::new(),
@@ -90,14 +93,21 @@ impl Cluster {
 
     /// The read ring (`Up` and `Leaving` members) and the write ring (`Joining` and `Up`), the
     /// same `Arc` when they hold the same members.
-    fn build_rings(m: &Membership, partitions: u32) -> (Arc<Ring>, Arc<Ring>) {
+    fn build_rings(
+        m: &Membership,
+        partitions: u32,
+        replication: &DcReplication,
+    ) -> (Arc<Ring>, Arc<Ring>) {
         let build = |mut members: Vec<ringkv_core::RingMember>| {
             if members.is_empty() {
                 // Only while nobody is up yet (a new cluster's first seconds) or this node is
                 // `Left`: keep routing to itself rather than to nobody.
                 members.push(m.me().ring_member());
             }
-            Arc::new(Ring::build(&members, partitions).expect("ring of valid members builds"))
+            Arc::new(
+                Ring::build_with(&members, partitions, replication)
+                    .expect("ring of valid members builds"),
+            )
         };
         let (read_members, write_members) = (m.read_ring_members(), m.write_ring_members());
         let read = build(read_members.clone());
@@ -128,7 +138,8 @@ impl Cluster {
         let out = f(&mut m, now);
         let epoch = m.epoch();
         if epoch != self.inner.ring.read().0 {
-            let (read, write) = Self::build_rings(&m, self.inner.partitions);
+            let (read, write) =
+                Self::build_rings(&m, self.inner.partitions, &self.inner.replication);
             *self.inner.ring.write() = (epoch, read, write);
             self.inner.dirty.store(true, Ordering::Release);
             tracing::info!(epoch, members = m.read_ring_members().len(), "ring rebuilt");

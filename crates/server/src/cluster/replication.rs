@@ -31,11 +31,12 @@ use crate::peer::{tags, HandlerFuture, PeerRequest};
 use crate::replica::WriteOp;
 use bytes::Bytes;
 use ringkv_core::coordinator::{
-    route_write, Envelope, ForwardPut, ForwardPutReply, ForwardedPut, GetRequest, Message, Plan,
-    PutRequest, ReadReply, ReplicaError, ReplicateAck, Route,
+    route_write, Envelope, ForwardPut, ForwardPutReply, ForwardedPut, GetRequest, Message, Need,
+    Plan, PutRequest, Quorum, ReadReply, ReplicaError, ReplicateAck, Route,
 };
 use ringkv_core::{
-    Context, GetCoordinator, GetOutcome, NodeId, PutCoordinator, PutOutcome, SiblingSet,
+    Context, GetCoordinator, GetOutcome, NodeId, PutCoordinator, PutOutcome, QuorumError, Ring,
+    SiblingSet,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,39 +50,81 @@ fn ms_since(t0: Instant, at: Instant) -> u64 {
     at.saturating_duration_since(t0).as_millis() as u64
 }
 
-/// The sloppy-quorum plan ([`Plan`]) of one key as this node sees the ring and gossip.
-pub(crate) fn plan_for_key(node: &Node, key: &[u8]) -> Plan {
-    let cluster = node.cluster();
-    let (read, write) = (cluster.ring(), cluster.write_ring());
-    Plan::with_pending(
-        &read,
-        &write,
-        read.partition_of_key(key),
-        node.replicas_per_key(),
-        |id| cluster.is_down(id),
-    )
+/// The sloppy-quorum plan ([`Plan`]) of one key as this node sees the ring and gossip, with
+/// the rings it was made from (for the data centers of its nodes).
+pub(crate) struct KeyPlan {
+    pub plan: Plan,
+    read: Arc<Ring>,
+    write: Arc<Ring>,
+}
+
+impl KeyPlan {
+    pub(crate) fn of(node: &Node, key: &[u8]) -> KeyPlan {
+        let cluster = node.cluster();
+        let (read, write) = (cluster.ring(), cluster.write_ring());
+        let plan = Plan::with_pending(
+            &read,
+            &write,
+            read.partition_of_key(key),
+            node.replicas_per_key(),
+            |id| cluster.is_down(id),
+        );
+        KeyPlan { plan, read, write }
+    }
+
+    /// A node's data center: from the read ring, or the write ring for a joining node.
+    fn dc_of<'a>(&'a self) -> impl Fn(&NodeId) -> Option<&'a str> {
+        move |id| self.read.dc_of(id).or_else(|| self.write.dc_of(id))
+    }
+
+    fn write_quorum(&self, need: &Need) -> Quorum {
+        self.plan.write_quorum(need, self.dc_of())
+    }
+
+    /// The replicas a forward may go to: healthy ones before unhealthy ones and, within each,
+    /// this node's data center first (a `local_quorum` write should not cross to another data
+    /// center to be coordinated, and the local ones are nearer anyway).
+    fn forward_order(&self, cluster: &Cluster, local_dc: &str) -> Vec<NodeId> {
+        let dc_of = self.dc_of();
+        let mut order = self.plan.targets.clone();
+        order.sort_by_key(|id| (cluster.is_unhealthy(id), dc_of(id) != Some(local_dc)));
+        order
+    }
+}
+
+/// Turns a failed quorum into the client's error.
+fn write_failed(needed: usize, got: usize, dc: Option<String>) -> NodeError {
+    NodeError::Quorum(QuorumError::WriteUnavailable { needed, got, dc })
+}
+
+/// The acks a write needs, for errors that come before any quorum is known.
+fn needed_of(need: &Need) -> usize {
+    match need {
+        Need::Count(w) => *w,
+        _ => 1,
+    }
 }
 
 /// One client write in cluster mode: coordinated here, or forwarded to a replica.
 pub(crate) async fn write_one(
     node: &Node,
     op: WriteOp,
-    w: usize,
+    need: Need,
 ) -> Result<WriteResult, NodeError> {
     let deadline = Instant::now() + node.config().request_timeout();
-    let plan = plan_for_key(node, &op.key);
-    match route_write(&plan.targets, node.node_id()) {
+    let plan = KeyPlan::of(node, &op.key);
+    match route_write(&plan.plan.targets, node.node_id()) {
         Route::Local => {
-            let (set, outcome) = coordinate(node, op, w, plan, deadline).await?;
+            let (set, outcome) = coordinate(node, op, &need, plan, deadline).await?;
             match outcome {
                 PutOutcome::Acked { acked_by } => Ok(WriteResult { set, acked_by }),
-                PutOutcome::Failed { needed, got, .. } => {
-                    Err(NodeError::WriteUnavailable { needed, got })
-                }
+                PutOutcome::Failed {
+                    needed, got, dc, ..
+                } => Err(write_failed(needed, got, dc)),
             }
         }
-        Route::Forward(_) => forward(node, op, w, plan.targets, deadline).await,
-        Route::NoReplica => Err(NodeError::WriteUnavailable { needed: w, got: 0 }),
+        Route::Forward(_) => forward(node, op, need, plan, deadline).await,
+        Route::NoReplica => Err(write_failed(needed_of(&need), 0, None)),
     }
 }
 
@@ -91,10 +134,12 @@ pub(crate) async fn write_one(
 async fn coordinate(
     node: &Node,
     op: WriteOp,
-    w: usize,
-    plan: Plan,
+    need: &Need,
+    key_plan: KeyPlan,
     deadline: Instant,
 ) -> Result<(Arc<SiblingSet>, PutOutcome), NodeError> {
+    let quorum = key_plan.write_quorum(need);
+    let plan = key_plan.plan;
     let key = op.key.clone();
     let set = node
         .replica()
@@ -119,13 +164,20 @@ async fn coordinate(
         // New owners still streaming the partition in get the write too, and must ack it on
         // top of W (see `Plan::pending`).
         others: plan.write_targets(),
-        w: plan.write_acks(w),
+        quorum,
         deadline_ms: ms_since(t0, deadline),
     });
     let (tx, mut rx) = mpsc::unbounded_channel();
     for env in put.drain_outbound() {
         let hinted = plan.intended_for(&env.to).cloned();
-        spawn_call(cluster, env, hinted, deadline, tx.clone());
+        // A replica (or stand-in) this write cannot reach gets a hint here, for the node the
+        // write was meant for: no stand-in exists when a whole data center is cut off.
+        let on_failure = HintOnFailure {
+            node: node.clone(),
+            intended: hinted.clone().unwrap_or_else(|| env.to.clone()),
+            set: set.clone(),
+        };
+        spawn_call(cluster, env, hinted, deadline, tx.clone(), Some(on_failure));
     }
     drop(tx);
     loop {
@@ -145,22 +197,22 @@ async fn coordinate(
     }
 }
 
-/// Sends a client write to a replica of its key. Healthy replicas are tried first; the next
-/// one only when the previous certainly never saw the request.
+/// Sends a client write to a replica of its key. Healthy replicas are tried first, this node's
+/// data center's first among them; the next one only when the previous certainly never saw the
+/// request.
 async fn forward(
     node: &Node,
     op: WriteOp,
-    w: usize,
-    pref: Vec<NodeId>,
+    need: Need,
+    plan: KeyPlan,
     deadline: Instant,
 ) -> Result<WriteResult, NodeError> {
     let cluster = node.cluster();
+    let unavailable = || write_failed(needed_of(&need), 0, None);
     let Some(client) = cluster.client() else {
-        return Err(NodeError::WriteUnavailable { needed: w, got: 0 });
+        return Err(unavailable());
     };
-    let (healthy, unhealthy): (Vec<_>, Vec<_>) =
-        pref.into_iter().partition(|id| !cluster.is_unhealthy(id));
-    for target in healthy.into_iter().chain(unhealthy) {
+    for target in plan.forward_order(cluster, &node.config().dc) {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             break;
@@ -179,7 +231,7 @@ async fn forward(
                 key: op.key.clone(),
                 value: op.value.clone(),
                 context: op.context.as_ref().map(Context::encode),
-                w: w as u32,
+                need: need.clone(),
                 timeout_ms: budget.as_millis() as u64,
             }),
         };
@@ -190,10 +242,10 @@ async fn forward(
             Ok((_, bytes)) => {
                 let reply = Envelope::decode(&bytes).map_err(|e| {
                     tracing::warn!(%target, error = %e, "malformed forward reply");
-                    NodeError::WriteUnavailable { needed: w, got: 0 }
+                    unavailable()
                 })?;
                 let Message::ForwardPutReply(ForwardPutReply { result, .. }) = reply.msg else {
-                    return Err(NodeError::WriteUnavailable { needed: w, got: 0 });
+                    return Err(unavailable());
                 };
                 return match result {
                     Ok(ForwardedPut {
@@ -204,9 +256,12 @@ async fn forward(
                         acked_by,
                     }),
                     Ok(ForwardedPut {
-                        outcome: PutOutcome::Failed { needed, got, .. },
+                        outcome:
+                            PutOutcome::Failed {
+                                needed, got, dc, ..
+                            },
                         ..
-                    }) => Err(NodeError::WriteUnavailable { needed, got }),
+                    }) => Err(write_failed(needed, got, dc)),
                     Err(ReplicaError::Rejected(m)) => Err(NodeError::Rejected(m)),
                     // Storage failed or the node is stopping before the write was applied.
                     Err(e) => {
@@ -220,26 +275,31 @@ async fn forward(
             }
             Err(e) => {
                 tracing::debug!(%target, error = %e, "forward outcome unknown");
-                return Err(NodeError::WriteUnavailable { needed: w, got: 0 });
+                return Err(unavailable());
             }
         }
     }
-    Err(NodeError::WriteUnavailable { needed: w, got: 0 })
+    Err(unavailable())
 }
 
-/// One client read in cluster mode: the outcome at R replies; read repair continues in the
-/// background.
-pub(crate) async fn read(node: &Node, key: Bytes, r: usize) -> Result<ReadResult, NodeError> {
+/// One client read in cluster mode: the outcome at R replies (or the data-center quorums);
+/// read repair continues in the background. `local_quorum` asks only this node's data center.
+pub(crate) async fn read(node: &Node, key: Bytes, need: Need) -> Result<ReadResult, NodeError> {
     let t0 = Instant::now();
     let timeout = node.config().request_timeout();
     let deadline = t0 + timeout;
-    let replicas = plan_for_key(node, &key).targets;
+    let plan = KeyPlan::of(node, &key);
+    let quorum = plan.plan.read_quorum(&need, plan.dc_of());
+    let replicas = plan
+        .plan
+        .read_targets(&need, &node.config().dc, plan.dc_of());
+    let needed = quorum.total;
     let get = GetCoordinator::new(GetRequest {
         request: node.cluster().next_request(),
         coordinator: node.node_id().clone(),
         key,
         replicas,
-        r,
+        quorum,
         deadline_ms: ms_since(t0, deadline),
         // Slow replicas get as long again to answer, so they can be repaired too.
         repair_deadline_ms: ms_since(t0, deadline + timeout),
@@ -251,8 +311,10 @@ pub(crate) async fn read(node: &Node, key: Bytes, r: usize) -> Result<ReadResult
             set: Arc::new(set),
             replicas: replied,
         }),
-        Ok(GetOutcome::Failed { needed, got }) => Err(NodeError::Unavailable { needed, got }),
-        Err(_) => Err(NodeError::Unavailable { needed: r, got: 0 }),
+        Ok(outcome @ GetOutcome::Failed { .. }) => Err(NodeError::Quorum(
+            outcome.error().expect("a failed read has an error"),
+        )),
+        Err(_) => Err(NodeError::unavailable(needed, 0)),
     }
 }
 
@@ -285,7 +347,7 @@ async fn drive_get(
                 }
                 Message::Read(_) => {
                     let deadline = t0 + Duration::from_millis(get.next_deadline().unwrap_or(0));
-                    spawn_call(&cluster, env, None, deadline, tx.clone());
+                    spawn_call(&cluster, env, None, deadline, tx.clone(), None);
                 }
                 Message::Repair(repair) => {
                     node.metrics().read_repairs.inc();
@@ -328,21 +390,67 @@ async fn drive_get(
     }
 }
 
+/// Where a write that did not reach a replica leaves a hint: on the coordinator, for the node
+/// the write was meant for, with the coordinator's set (Cassandra's coordinator hints). The
+/// handoff worker delivers it once gossip shows that node reachable.
+struct HintOnFailure {
+    node: Node,
+    intended: NodeId,
+    set: Arc<SiblingSet>,
+}
+
+impl HintOnFailure {
+    /// Stores the hint (not waited on: a hint lost in a crash leaves the key to read repair and
+    /// anti-entropy, as before this hint existed).
+    fn store(&self, key: &[u8], why: &str) {
+        match self
+            .node
+            .hints()
+            .store(&self.intended, key, &self.set, crate::replica::now_ms())
+        {
+            Ok(_) => {
+                self.node.metrics().hints_stored.inc();
+                tracing::debug!(intended = %self.intended, why, "replica unreachable: hint stored");
+            }
+            Err(e) => tracing::warn!(intended = %self.intended, error = %e, "hint not stored"),
+        }
+    }
+}
+
+/// True when a replica's answer means "try again later" rather than "this write is invalid":
+/// worth a hint.
+fn worth_a_hint(msg: &Message) -> bool {
+    match msg {
+        Message::ReplicateAck(ReplicateAck { result: Err(e), .. }) => {
+            !matches!(e, ReplicaError::Rejected(_))
+        }
+        _ => false,
+    }
+}
+
 /// Calls the envelope's target and hands its reply (or, on a transport failure, a refusal) to
 /// `replies`. With `hinted`, a `Replicate` goes to a stand-in as a hinted write for that node
-/// (tag `HANDOFF`); the stand-in answers with the same `ReplicateAck`.
+/// (tag `HANDOFF`); the stand-in answers with the same `ReplicateAck`. With `on_failure`, a
+/// `Replicate` that does not reach its target (or that it refuses for a passing reason: storage,
+/// shutdown) leaves a hint.
 fn spawn_call(
     cluster: &Cluster,
     env: Envelope,
     hinted: Option<NodeId>,
     deadline: Instant,
     replies: Replies,
+    on_failure: Option<HintOnFailure>,
 ) {
     let addr = cluster.peer_addr(&env.to);
     let client = cluster.client().cloned();
     tokio::spawn(async move {
         let to = env.to.clone();
-        let failed = |why: String| refusal(&env.msg, why);
+        let failed = |why: String| {
+            if let (Some(h), Message::Replicate(r)) = (&on_failure, &env.msg) {
+                h.store(&r.key, &why);
+            }
+            refusal(&env.msg, why)
+        };
         let msg = match (addr, client) {
             (Some(addr), Some(client)) => {
                 let timeout = deadline.saturating_duration_since(Instant::now());
@@ -354,7 +462,14 @@ fn spawn_call(
                 };
                 match client.call(&addr, tag, payload, timeout).await {
                     Ok((who, bytes)) if who == to => match Envelope::decode(&bytes) {
-                        Ok(reply) => reply.msg,
+                        Ok(reply) => {
+                            if let (Some(h), Message::Replicate(r)) = (&on_failure, &env.msg) {
+                                if worth_a_hint(&reply.msg) {
+                                    h.store(&r.key, "replica refused for now");
+                                }
+                            }
+                            reply.msg
+                        }
                         Err(e) => failed(e.to_string()),
                     },
                     Ok((who, _)) => failed(format!("{addr} is now node {who}, not {to}")),
@@ -509,13 +624,13 @@ async fn coordinate_forwarded(node: &Node, f: ForwardPut) -> Result<ForwardedPut
         .transpose()
         .map_err(|e| ReplicaError::Rejected(e.to_string()))?;
     let deadline = Instant::now() + Duration::from_millis(f.timeout_ms);
-    let plan = plan_for_key(node, &f.key);
+    let plan = KeyPlan::of(node, &f.key);
     let op = WriteOp {
         key: f.key,
         value: f.value,
         context,
     };
-    let (set, outcome) = coordinate(node, op, f.w as usize, plan, deadline)
+    let (set, outcome) = coordinate(node, op, &f.need, plan, deadline)
         .await
         .map_err(replica_error)?;
     node.note_keys();

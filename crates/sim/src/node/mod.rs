@@ -544,7 +544,7 @@ impl SimNode {
                     coordinator: self.id.clone(),
                     key,
                     replicas: plan.targets,
-                    r: ctx.config.r,
+                    quorum: ringkv_core::coordinator::Quorum::count(ctx.config.r),
                     deadline_ms: t,
                     repair_deadline_ms: 2 * t,
                 });

@@ -70,7 +70,7 @@ impl SimNode {
             key: p.key,
             set: p.set,
             others: p.plan.targets.clone(),
-            w: p.w,
+            quorum: ringkv_core::coordinator::Quorum::count(p.w),
             deadline_ms: t,
         });
         for env in put.drain_outbound() {

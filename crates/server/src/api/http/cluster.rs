@@ -110,6 +110,11 @@ pub(crate) async fn cluster(State(node): State<Node>) -> Response {
         "r": info.r,
         "w": info.w,
         "replicas_per_key": n,
+        // Replicas per data center (empty: n spread over every data center), and where this
+        // node is: `local_quorum` here means a majority of a key's replicas in `dc`.
+        "replication": node.config().replication,
+        "dc": node.config().dc,
+        "rack": node.config().rack,
         "partitions": info.partitions,
         "durability": info.durability,
         "hints_pending": info.hints_pending,
@@ -211,6 +216,7 @@ pub(crate) async fn ring(State(node): State<Node>) -> Response {
         .collect();
     axum::Json(json!({
         "partitions": ring.partitions(),
+        "replication": node.config().replication,
         "nodes": nodes,
         "load": summary,
     }))

@@ -61,9 +61,7 @@ pub(crate) fn node_error_status(err: &NodeError) -> StatusCode {
         }
         // The key's state conflicts with the write: resolve the siblings first.
         NodeError::TooManySiblings { .. } => StatusCode::CONFLICT,
-        NodeError::Unavailable { .. }
-        | NodeError::WriteUnavailable { .. }
-        | NodeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        NodeError::Quorum(_) | NodeError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         NodeError::Storage(StorageError::DiskFull { .. }) => StatusCode::INSUFFICIENT_STORAGE,
         // The store is closed only while the node stops: like ShuttingDown, retry elsewhere.
         NodeError::Storage(StorageError::Closed) => StatusCode::SERVICE_UNAVAILABLE,
@@ -122,12 +120,15 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut body = json!({ "error": self.message() });
-        if let Some((needed, got)) = match &self {
+        if let Some((needed, got, dc)) = match &self {
             ApiError::Node(e) => e.quorum(),
             _ => None,
         } {
             body["needed"] = json!(needed);
             body["got"] = json!(got);
+            if let Some(dc) = dc {
+                body["dc"] = json!(dc);
+            }
         }
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
@@ -181,7 +182,7 @@ mod tests {
                 StatusCode::CONFLICT,
             ),
             (
-                NodeError::Unavailable { needed: 2, got: 1 },
+                NodeError::unavailable(2, 1),
                 StatusCode::SERVICE_UNAVAILABLE,
             ),
             (NodeError::ShuttingDown, StatusCode::SERVICE_UNAVAILABLE),
@@ -206,7 +207,7 @@ mod tests {
 
     #[tokio::test]
     async fn unavailable_says_how_many_answered() {
-        let response = ApiError::Node(NodeError::Unavailable { needed: 2, got: 1 }).into_response();
+        let response = ApiError::Node(NodeError::unavailable(2, 1)).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(
             response.extensions().get::<ErrorKind>(),

@@ -26,6 +26,7 @@ use axum::response::{IntoResponse, Response};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use bytes::{Bytes, BytesMut};
+use ringkv_core::coordinator::Need;
 use ringkv_core::{Consistency, Context, ContextError, LimitError};
 use serde_json::json;
 
@@ -157,7 +158,12 @@ fn write_response(node: &Node, w: Option<Consistency>, written: &WriteResult) ->
             "context": context,
             "siblings": written.set.versions().len(),
             "acked_by": acked_by,
-            "w": node.required_acks(w).unwrap_or(1),
+            // The acks it needed: a number, or the data-center level by name.
+            "w": match node.required_acks(w) {
+                Ok(Need::Count(c)) => json!(c),
+                Ok(_) => json!(w.map(|l| l.to_string())),
+                Err(_) => json!(1),
+            },
         })),
     )
         .into_response();

@@ -491,12 +491,21 @@ async fn consistency_levels_are_checked() {
         "/v1/kv/k?w=quorum",
         "/v1/kv/k?w=all",
         "/v1/kv/k?w=1",
+        // A node alone is one data center with one quorum.
+        "/v1/kv/k?w=local_quorum",
+        "/v1/kv/k?w=each_quorum",
     ] {
         let r = put(&node, uri, None, b"v").await;
         assert_eq!(r.status, StatusCode::OK, "{uri}");
         assert_eq!(r.json()["w"], 1);
     }
-    for uri in ["/v1/kv/k?r=one", "/v1/kv/k?r=QUORUM", "/v1/kv/k?r=1"] {
+    for uri in [
+        "/v1/kv/k?r=one",
+        "/v1/kv/k?r=QUORUM",
+        "/v1/kv/k?r=1",
+        "/v1/kv/k?r=local_quorum",
+        "/v1/kv/k?r=EACH_QUORUM",
+    ] {
         assert_eq!(get(&node, uri).await.status, StatusCode::OK, "{uri}");
     }
     for uri in [
@@ -510,6 +519,9 @@ async fn consistency_levels_are_checked() {
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{uri}");
         r.json();
     }
+    let r = put(&node, "/v1/kv/k?w=local", None, b"v").await;
+    let error = r.json()["error"].as_str().unwrap().to_string();
+    assert!(error.contains("local_quorum, each_quorum"), "{error}");
     // More than the replicas a key has in a one-node cluster: valid, but cannot be met.
     let r = put(&node, "/v1/kv/k?w=2", None, b"v").await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);

@@ -73,6 +73,13 @@ fn render(cx: &Ctx<'_>, wanted: &[bool]) -> String {
                 line!("uptime_in_seconds:{}", info.uptime_secs);
                 line!("uptime_in_days:{}", info.uptime_secs / 86_400);
                 line!("replication_factor:{}", info.n);
+                let config = node.config();
+                line!(
+                    "replication_per_dc:{}",
+                    crate::config::format_replication(&config.replication)
+                );
+                line!("dc:{}", config.dc);
+                line!("rack:{}", config.rack);
                 line!("default_r:{}", info.r);
                 line!("default_w:{}", info.w);
                 line!("partitions:{}", info.partitions);
