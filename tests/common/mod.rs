@@ -2,6 +2,8 @@
 //! ports with its own data directory, wait until it serves, signal it, restart it.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
