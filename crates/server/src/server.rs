@@ -7,8 +7,8 @@
 
 use crate::cluster::{anti_entropy, gossip, handoff, replication, streaming, tombstones};
 use crate::peer::{
-    tags, ClientOptions, ClusterSecret, PeerClient, PeerIdentity, PeerServer, ServerOptions,
-    TagRouter,
+    tags, ClientOptions, ClusterLayout, ClusterSecret, PeerClient, PeerIdentity, PeerServer,
+    ServerOptions, TagRouter,
 };
 use crate::{api, Config, Node};
 use anyhow::Context as _;
@@ -33,6 +33,10 @@ pub struct Running {
 /// Opens the node and binds its listeners. Errors say which address or directory failed.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
     config.validate()?;
+    // The settings the ring is computed from, which every member must share: peers with
+    // different ones are refused at the handshake.
+    let layout = ClusterLayout::new(config.partitions, config.n, &config.replication)
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
     let node = Node::open(&config)
         .await
         .with_context(|| format!("cannot open data directory {}", config.data_dir.display()))?;
@@ -51,12 +55,14 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let shutdown = CancellationToken::new();
     let mut tasks = tokio::task::JoinSet::new();
 
-    // The peer side: one identity (the persisted node id and the cluster secret) for the
+    // The peer side: one identity (the persisted node id, the cluster secret, and the cluster
+    // layout: the settings the ring is computed from, which every member must share) for the
     // listener and the client; gossip and replica traffic each on their own tag.
     let identity = PeerIdentity::new(
         node.node_id().clone(),
         ClusterSecret::from_config(config.cluster_secret.as_deref()),
-    );
+    )
+    .with_layout(layout.clone());
     let client = PeerClient::new(identity.clone(), ClientOptions::default());
     let cluster = node.cluster().clone();
     cluster.set_client(client.clone());
@@ -95,6 +101,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         seeds = ?config.seeds,
         data_dir = %config.data_dir.display(),
         durability = ?config.durability,
+        %layout,
         "ringkv node started"
     );
     Ok(Running {

@@ -307,7 +307,11 @@ impl PeerClient {
         let now = Instant::now();
         if let Some(retry_at) = state.retry_at.filter(|t| *t > now) {
             return Err(match &state.last_error {
-                Some(e @ (PeerError::Unauthorized(_) | PeerError::Handshake(_))) => e.clone(),
+                Some(
+                    e @ (PeerError::Unauthorized(_)
+                    | PeerError::SettingsMismatch(_)
+                    | PeerError::Handshake(_)),
+                ) => e.clone(),
                 other => PeerError::Connect {
                     addr: addr.to_string(),
                     reason: format!(
@@ -422,11 +426,7 @@ impl PeerClient {
     }
 
     fn handshake_failed(&self, addr: &str, e: HandshakeError) -> PeerError {
-        let stats = &self.inner.stats;
-        inc(&stats.handshake_failures);
-        if e.is_auth() {
-            inc(&stats.auth_failures);
-        }
+        e.count(&self.inner.stats);
         e.into_peer_error(addr)
     }
 }

@@ -6,7 +6,8 @@ use super::frame::FrameError;
 /// [`send`](super::PeerClient::send).
 ///
 /// "Never sent" errors ([`Connect`](Self::Connect), [`Handshake`](Self::Handshake),
-/// [`Unauthorized`](Self::Unauthorized), [`Overloaded`](Self::Overloaded),
+/// [`Unauthorized`](Self::Unauthorized), [`SettingsMismatch`](Self::SettingsMismatch),
+/// [`Overloaded`](Self::Overloaded),
 /// [`FrameTooLarge`](Self::FrameTooLarge), [`Closed`](Self::Closed)) guarantee the peer never
 /// saw the request; [`Timeout`](Self::Timeout) and [`ConnectionLost`](Self::ConnectionLost) do
 /// not: the peer may have executed it. [`PeerError::maybe_delivered`] tells which, so a
@@ -25,6 +26,12 @@ pub enum PeerError {
     /// secret. A configuration problem, not a transient one.
     #[error("peer authentication failed: {0}")]
     Unauthorized(String),
+    /// The peer runs with different cluster-wide settings (ring algorithm version, `partitions`,
+    /// `n` or `replication`: the [`ClusterLayout`](super::ClusterLayout)), so it would compute
+    /// a different ring. The message names both layouts. A configuration problem, not a
+    /// transient one.
+    #[error("peer has different cluster settings: {0}")]
+    SettingsMismatch(String),
     /// No answer within the call's timeout. The request may have been executed.
     #[error("peer call timed out")]
     Timeout,
@@ -56,6 +63,7 @@ impl PeerError {
             | PeerError::ConnectionLost
             | PeerError::Overloaded => true,
             PeerError::Unauthorized(_)
+            | PeerError::SettingsMismatch(_)
             | PeerError::Remote(_)
             | PeerError::FrameTooLarge { .. }
             | PeerError::Closed => false,

@@ -34,6 +34,14 @@
 //! warnings suppressed, and counted (`handshake_failures`, `auth_failures`). The handshake must
 //! finish within 5 s.
 //!
+//! **Cluster settings**: both sides also state their [`ClusterLayout`] (ring algorithm version,
+//! `partitions`, `n`, `replication`: what the ring is computed from), covered by the proofs. A
+//! member whose layout differs from the acceptor's is refused (`REFUSED_SETTINGS`) with a reason
+//! naming both layouts; both sides log a warning naming the peer, count it
+//! (`settings_mismatches`), and the dialer gets [`PeerError::SettingsMismatch`], which is not
+//! retryable and is backed off like `Unauthorized`. So a node started with other settings never
+//! joins, instead of silently placing data on the wrong replicas.
+//!
 //! **No secret configured**: the transport then uses a well-known default secret
 //! ([`DEFAULT_INSECURE_SECRET`]) rather than refusing to start, so that `ringkv server` with no
 //! flags and `ringkv cluster up` work out of the box; [`PeerServer::serve`] logs a warning at
@@ -73,7 +81,9 @@
 //!   hijack it after the handshake, or relay a handshake between two members (no channel
 //!   binding). Use a private network; TLS (rustls, see DEPENDENCIES.md) is the next step.
 //! - **No version negotiation.** A frame whose version byte is not 1 closes the connection. A v2
-//!   must keep v1's `Hello` decodable, or run on a new port.
+//!   must keep v1's `Hello` decodable, or run on a new port. The handshake's own messages are at
+//!   `ringkv-peer-v2` (v2 added the cluster layout); a v1 node and a v2 node refuse each other
+//!   (as a wrong secret, or a malformed `Auth`), so upgrade a cluster all at once.
 //! - **The node id is checked, not the address**: `call` returns who answered at an address;
 //!   comparing it with membership (and what to do with a mismatch, e.g. an address reused by a
 //!   new node) is the caller's job. Dialing our own address is not refused.
@@ -113,6 +123,6 @@ pub use connector::{BoxStream, ConnectFuture, Connector, PeerStream, TcpConnecto
 pub use error::PeerError;
 pub use frame::{Frame, FrameError, FrameKind, DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION};
 pub use handler::{tags, HandlerFuture, PeerHandler, PeerRequest, TagRouter};
-pub use identity::{ClusterSecret, PeerIdentity, DEFAULT_INSECURE_SECRET};
+pub use identity::{ClusterLayout, ClusterSecret, PeerIdentity, DEFAULT_INSECURE_SECRET};
 pub use server::{serve, PeerServer, ServerOptions};
 pub use stats::{PeerStats, PeerStatsSnapshot};

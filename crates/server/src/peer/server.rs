@@ -190,10 +190,7 @@ impl PeerServer {
         let peer = match shake {
             Ok(peer) => peer,
             Err(e) => {
-                inc(&stats.handshake_failures);
-                if e.is_auth() {
-                    inc(&stats.auth_failures);
-                }
+                e.count(stats);
                 if let Some(suppressed) = inner.log.check(log_key) {
                     tracing::warn!(%remote, error = %e, suppressed,
                         "peer connection refused at handshake");

@@ -30,6 +30,9 @@ pub struct PeerStats {
     pub handshake_failures: AtomicU64,
     /// The subset of `handshake_failures` where the secret was wrong.
     pub auth_failures: AtomicU64,
+    /// The subset of `handshake_failures` where the peer's cluster settings (its
+    /// [`ClusterLayout`](super::ClusterLayout)) differed from ours.
+    pub settings_mismatches: AtomicU64,
     /// Malformed frames after the handshake (each closed its connection).
     pub frame_errors: AtomicU64,
     /// Connections currently open (authenticated or still handshaking).
@@ -56,6 +59,7 @@ pub struct PeerStatsSnapshot {
     pub bytes_out: u64,
     pub handshake_failures: u64,
     pub auth_failures: u64,
+    pub settings_mismatches: u64,
     pub frame_errors: u64,
     pub connections_open: u64,
     pub connections_total: u64,
@@ -87,6 +91,7 @@ impl PeerStats {
             bytes_out: g(&self.bytes_out),
             handshake_failures: g(&self.handshake_failures),
             auth_failures: g(&self.auth_failures),
+            settings_mismatches: g(&self.settings_mismatches),
             frame_errors: g(&self.frame_errors),
             connections_open: g(&self.connections_open),
             connections_total: g(&self.connections_total),

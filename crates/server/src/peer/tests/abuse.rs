@@ -39,8 +39,9 @@ async fn strangers_are_closed_and_the_server_keeps_serving() {
         // Wrong protocol version.
         b"\x00\x00\x00\x0c\x07\x11\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00",
     ];
-    // An Auth frame with made-up nonce, proof and node id.
-    let forged = Frame::new(FrameKind::Auth, 0, 0, Bytes::from(vec![b'a'; 68]))
+    // An Auth frame with made-up nonce, proof, (empty) layout and node id.
+    let forged = [&[b'a'; 64][..], &[0, 0], b"aaaa"].concat();
+    let forged = Frame::new(FrameKind::Auth, 0, 0, Bytes::from(forged))
         .encode(1024)
         .unwrap();
     let inputs: Vec<&[u8]> = inputs.iter().copied().chain([&forged[..]]).collect();

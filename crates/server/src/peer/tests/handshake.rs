@@ -81,12 +81,12 @@ async fn wrong_secret_is_detected_by_the_dialer() {
             .await
             .unwrap();
         let auth = r.next().await.unwrap().unwrap();
-        let (client_nonce, _proof, _id) = hs::parse_auth(&auth.payload).unwrap();
+        let client_nonce = hs::parse_auth(&auth.payload).unwrap().client_nonce;
         let wrong = ClusterSecret::new("guessed-secret");
-        let proof = hs::acceptor_proof(&wrong, &client_nonce, &server_nonce, b"victim");
+        let proof = hs::acceptor_proof(&wrong, &client_nonce, &server_nonce, b"", b"victim");
         write_frame(
             r.get_mut(),
-            &hs::welcome(&proof, &id("victim")),
+            &hs::welcome(&proof, &ClusterLayout::default(), &id("victim")),
             1024,
             &stats,
         )
@@ -115,8 +115,8 @@ async fn recorded_handshake_cannot_be_replayed() {
     let hello = r.next().await.unwrap().unwrap();
     let server_nonce = hs::parse_hello(&hello.payload).unwrap();
     let client_nonce = [9u8; 32];
-    let proof = hs::dialer_proof(&me.secret, &server_nonce, &client_nonce, b"n1");
-    let recorded = hs::auth(&client_nonce, &proof, &me.node_id);
+    let proof = hs::dialer_proof(&me.secret, &server_nonce, &client_nonce, b"", b"n1");
+    let recorded = hs::auth(&client_nonce, &proof, &me.layout, &me.node_id);
     write_frame(r.get_mut(), &recorded, 1024, &stats)
         .await
         .unwrap();
@@ -131,4 +131,58 @@ async fn recorded_handshake_cannot_be_replayed() {
     assert_eq!(r.next().await.unwrap().unwrap().kind, FrameKind::Refused);
     assert_eq!(srv.stats().auth_failures, 1);
     srv.stop().await;
+}
+
+fn with_layout(node: &str, partitions: u32, n: usize) -> PeerIdentity {
+    identity(node, SECRET)
+        .with_layout(ClusterLayout::new(partitions, n, &ringkv_core::DcReplication::new()).unwrap())
+}
+
+/// A member started with other cluster settings (here `partitions`) is refused with both layouts
+/// named, counted on both sides, and not redialed in a tight loop; equal settings connect.
+#[tokio::test]
+async fn different_cluster_settings_are_refused_with_both_layouts() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let server = PeerServer::new(
+        with_layout("srv", 1024, 3),
+        Arc::new(test_handler(Arc::default())),
+        ServerOptions::default(),
+    );
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn({
+        let (server, shutdown) = (server.clone(), shutdown.clone());
+        async move { server.serve(listener, shutdown).await }
+    });
+
+    let same = PeerClient::new(with_layout("same", 1024, 3), ClientOptions::default());
+    let (who, _) = same.call(&addr, ECHO, Bytes::new(), T).await.unwrap();
+    assert_eq!(who, id("srv"));
+
+    let other = PeerClient::new(with_layout("other", 2048, 3), ClientOptions::default());
+    let err = other.call(&addr, ECHO, Bytes::new(), T).await.unwrap_err();
+    assert!(matches!(err, PeerError::SettingsMismatch(_)), "{err}");
+    assert!(!err.is_retryable());
+    let msg = err.to_string();
+    for part in ["partitions=1024", "partitions=2048", "srv", "other", &addr] {
+        assert!(msg.contains(part), "{part} missing from: {msg}");
+    }
+    let s = server.stats().snapshot();
+    assert_eq!((s.handshake_failures, s.settings_mismatches), (1, 1));
+    assert_eq!(s.auth_failures, 0, "the secret was right");
+    assert_eq!(s.requests_received, 1, "only the matching member's call");
+    let cs = other.stats().snapshot();
+    assert_eq!((cs.handshake_failures, cs.settings_mismatches), (1, 1));
+    // While backing off (as for a wrong secret), the same clear error comes back at once,
+    // without a new dial.
+    let again = other.call(&addr, ECHO, Bytes::new(), T).await.unwrap_err();
+    assert_eq!(again, err);
+    assert_eq!(server.stats().snapshot().handshake_failures, 1);
+
+    // `n` is part of the layout too.
+    let n5 = PeerClient::new(with_layout("n5", 1024, 5), ClientOptions::default());
+    let err = n5.call(&addr, ECHO, Bytes::new(), T).await.unwrap_err();
+    assert!(err.to_string().contains("n=5"), "{err}");
+    shutdown.cancel();
+    task.await.unwrap().unwrap();
 }
