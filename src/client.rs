@@ -209,6 +209,15 @@ pub fn status_with(conn: &Connection, partition_lines: Option<usize>) -> anyhow:
         "cluster: n={} r={} w={} partitions={} durability={}",
         body["n"], body["r"], body["w"], body["partitions"], body["durability"]
     );
+    // Per-data-center replication, when set: where `local_quorum` counts.
+    if let Some(per_dc) = body["replication"].as_object().filter(|m| !m.is_empty()) {
+        let per_dc: Vec<String> = per_dc.iter().map(|(dc, n)| format!("{dc}={n}")).collect();
+        println!(
+            "replication: {} (this node is in {})",
+            per_dc.join(","),
+            text(&body["dc"])
+        );
+    }
     let members = body["members"].as_array().cloned().unwrap_or_default();
     if members.is_empty() {
         bail!("the node reported no members");
