@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{bin, count_up, free_port, http_client};
+use common::{bin, count_up, free_port, http_client, sample, scrape};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -174,6 +174,14 @@ fn nodes_with_different_cluster_settings_are_refused_and_equal_ones_join() {
     // Neither ever lists the other: each is alone (n2 never got past `joining`).
     stays_alone(&n1, Duration::from_secs(2));
     stays_alone(&n2, Duration::from_millis(200));
+    // An operator sees the refusals in /metrics on both sides.
+    for (node, side) in [(&n1, "server"), (&n2, "client")] {
+        let name =
+            format!("ringkv_peer_events_total{{side=\"{side}\",event=\"settings_mismatches\"}}");
+        let text = scrape(node.http).expect("metrics");
+        let count = sample(&text, &name).unwrap_or(0);
+        assert!(count >= 1, "{}: {name} = {count}", node.id);
+    }
 
     // n3: same n (3) but a per-DC replication map: a different layout too.
     let n3 = Proc::start(

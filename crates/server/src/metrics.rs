@@ -78,6 +78,19 @@ pub struct ErrorLabels {
     pub kind: &'static str,
 }
 
+/// One peer-transport figure: which end (`client`: calls this node made; `server`: calls it
+/// answered) and what (`requests`, `timeouts`, `handshake_failures`, `settings_mismatches`, ...).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    pub side: &'static str,
+    pub event: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SideLabels {
+    pub side: &'static str,
+}
+
 /// Every figure a node exports.
 pub struct Metrics {
     registry: Registry,
@@ -111,7 +124,8 @@ pub struct Metrics {
     pub row_cache_bytes: Gauge,
     /// Hints this node holds for other nodes, not yet delivered.
     pub hints_pending: Gauge,
-    /// Hints stored (or merged into) for a down node by this stand-in.
+    /// Hints stored (or merged into) here: as a stand-in for a down node, or as the coordinator
+    /// of a write that could not reach a replica.
     pub hints_stored: Counter,
     /// Hints delivered to their node and deleted here.
     pub hints_delivered: Counter,
@@ -134,6 +148,9 @@ pub struct Metrics {
     /// Tombstones past grace this node's scans left for later: a replica was unhealthy, did not
     /// answer, or did not hold the tombstone (yet).
     pub tombstones_deferred: Counter,
+    /// Peer transport figures, copied from its own counters when scraped.
+    pub peer_events: Family<PeerLabels, Counter>,
+    pub peer_connections_open: Family<SideLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -277,7 +294,7 @@ impl Metrics {
         );
         registry.register(
             "hints_stored",
-            "Writes stored as hints for a down node",
+            "Writes stored as hints for a down or unreachable node",
             hints_stored.clone(),
         );
         registry.register(
@@ -320,6 +337,21 @@ impl Metrics {
             "Tombstones past grace left for a later scan because a replica was unhealthy, silent or did not hold them",
             tombstones_deferred.clone(),
         );
+        let peer_events = Family::<PeerLabels, Counter>::default();
+        let peer_connections_open = Family::<SideLabels, Gauge>::default();
+        registry.register(
+            "peer_events",
+            "Peer transport counters by side (client: calls made; server: calls answered) and \
+             event: requests, one_way, timeouts, connection_lost, overloaded, remote_errors, \
+             handshake_failures (auth_failures and settings_mismatches among them), frame_errors, \
+             connections, connections_refused, bytes_in, bytes_out",
+            peer_events.clone(),
+        );
+        registry.register(
+            "peer_connections_open",
+            "Peer connections open, by side",
+            peer_connections_open.clone(),
+        );
         Metrics {
             registry,
             ops,
@@ -352,7 +384,39 @@ impl Metrics {
             anti_entropy_failures,
             tombstones_purged,
             tombstones_deferred,
+            peer_events,
+            peer_connections_open,
         }
+    }
+
+    /// Copies one side's peer transport counters (`client` or `server`) into the registry.
+    pub fn mirror_peer(&self, side: &'static str, stats: &crate::peer::PeerStatsSnapshot) {
+        let requests = stats.requests_sent + stats.requests_received;
+        let one_way = stats.one_way_sent + stats.one_way_received;
+        for (event, value) in [
+            ("requests", requests),
+            ("one_way", one_way),
+            ("timeouts", stats.timeouts),
+            ("connection_lost", stats.connection_lost),
+            ("overloaded", stats.overloaded),
+            ("remote_errors", stats.remote_errors),
+            ("handshake_failures", stats.handshake_failures),
+            ("auth_failures", stats.auth_failures),
+            ("settings_mismatches", stats.settings_mismatches),
+            ("frame_errors", stats.frame_errors),
+            ("connections", stats.connections_total),
+            ("connections_refused", stats.connections_refused),
+            ("bytes_in", stats.bytes_in),
+            ("bytes_out", stats.bytes_out),
+        ] {
+            Self::mirror(
+                &self.peer_events.get_or_create(&PeerLabels { side, event }),
+                value,
+            );
+        }
+        self.peer_connections_open
+            .get_or_create(&SideLabels { side })
+            .set(stats.connections_open as i64);
     }
 
     /// Counts a refused client request.

@@ -518,6 +518,13 @@ impl Node {
         m.hints_pending.set(self.inner.hints.total() as i64);
         m.row_cache_bytes
             .set(self.inner.replica.cache_bytes() as i64);
+        let cluster = &self.inner.cluster;
+        if let Some(client) = cluster.client() {
+            m.mirror_peer("client", &client.stats().snapshot());
+        }
+        if let Some(server) = cluster.server_stats() {
+            m.mirror_peer("server", &server.snapshot());
+        }
         m.render()
     }
 

@@ -77,6 +77,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         .route(tags::TOMBSTONE, tombstones::handler(node.clone()))
         .route(tags::STREAMING, streaming::handler(node.clone()));
     let peer_server = PeerServer::new(identity, Arc::new(router), ServerOptions::default());
+    node.cluster().set_server_stats(peer_server.stats().clone());
     let peer_shutdown = shutdown.clone();
     tasks.spawn(async move { peer_server.serve(peer, peer_shutdown).await });
     tasks.spawn(gossip::run(

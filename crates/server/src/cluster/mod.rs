@@ -66,6 +66,8 @@ struct Inner {
     dirty: AtomicBool,
     /// Set by `server::start` once the peer listener runs; `None` in in-process API tests.
     client: OnceLock<PeerClient>,
+    /// The peer listener's counters, for `/metrics`; set with the client.
+    server_stats: OnceLock<Arc<crate::peer::PeerStats>>,
     next_request: AtomicU64,
     /// Wakes the handoff worker when gossip shows a member up again.
     handoff_wake: Arc<tokio::sync::Notify>,
@@ -85,6 +87,7 @@ impl Cluster {
                 ticks: AtomicU64::new(0),
                 dirty: AtomicBool::new(true),
                 client: OnceLock::new(),
+                server_stats: OnceLock::new(),
                 next_request: AtomicU64::new(1),
                 handoff_wake: Arc::new(tokio::sync::Notify::new()),
             }),
@@ -206,6 +209,14 @@ impl Cluster {
 
     pub(crate) fn set_client(&self, client: PeerClient) {
         let _ = self.inner.client.set(client);
+    }
+
+    pub(crate) fn set_server_stats(&self, stats: Arc<crate::peer::PeerStats>) {
+        let _ = self.inner.server_stats.set(stats);
+    }
+
+    pub(crate) fn server_stats(&self) -> Option<&Arc<crate::peer::PeerStats>> {
+        self.inner.server_stats.get()
     }
 
     pub(crate) fn client(&self) -> Option<&PeerClient> {
