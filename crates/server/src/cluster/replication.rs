@@ -2,14 +2,18 @@
 //! decide, over the peer transport (tag `REPLICA`), for client writes and reads in cluster mode.
 //!
 //! - **Write** ([`write_one`]): the key's preference list (N = `min(n, members)`) from the
-//!   ring; [`route_write`]: off the list, forward as `ForwardPut` to a replica (healthy ones
-//!   first; the next one only when the previous never saw the request); on the list,
+//!   ring ([`KeyPlan`]); [`route_write`]: off the list, forward as `ForwardPut` to a replica
+//!   (healthy ones first, this node's data center's first among them; the next one only when the
+//!   previous never saw the request; the client's level travels as a `Need`); on the list,
 //!   `Replica::apply_write` (durable), then a `PutCoordinator` that replicates with
-//!   `PeerClient::call` and answers at W durable acks or at `request_timeout_ms`.
-//! - **Read** ([`read`]): a `GetCoordinator` over the N replicas (this node's own copy answered
-//!   from the replica directly) in a task of its own: the client gets the outcome at R replies,
-//!   and the task keeps listening until all N answered or the repair deadline, then sends the
-//!   merged set to each stale replica (`Repair`, counted in `read_repairs`).
+//!   `PeerClient::call` and answers once its `Quorum` (W durable acks, or per data center for
+//!   `local_quorum`/`each_quorum`) is met, or at `request_timeout_ms`. A replica the write does
+//!   not reach gets a hint here (`HintOnFailure`).
+//! - **Read** ([`read`]): a `GetCoordinator` over the N replicas, local data center first (only
+//!   those at `local_quorum`; this node's own copy answered from the replica directly) in a task
+//!   of its own: the client gets the outcome at R replies, and the task keeps listening until all
+//!   asked answered or the repair deadline, then sends the merged set to each stale replica
+//!   (`Repair`, counted in `read_repairs`).
 //! - **Replica side** ([`handler`]): `Replicate` -> `Replica::merge` (durable) -> ack; `Read` ->
 //!   the local set; `Repair` -> merge; `ForwardPut` -> coordinate as a local client write.
 //!
