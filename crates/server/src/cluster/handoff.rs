@@ -13,7 +13,8 @@
 //!
 //! The worker ([`run`]) wakes on gossip's `Recovered`/`Restarted` events and every
 //! [`SWEEP_EVERY`], and for each target with pending hints that gossip does not show down or
-//! suspected, streams its hints in batches of [`BATCH`]. Hints last updated more than
+//! suspected, streams its hints in batches of [`BATCH`], the targets concurrently (one that
+//! stopped answering delays only its own hints). Hints last updated more than
 //! `hint_window_secs` ago are deleted instead (counted in `hints_dropped`): anti-entropy repairs
 //! those keys. Targets that stay down get an expiry-only pass every [`EXPIRY_EVERY`] sweeps.
 
@@ -187,22 +188,29 @@ pub async fn run(node: Node, shutdown: CancellationToken) -> std::io::Result<()>
         }
         sweeps += 1;
         let expiry_only_due = sweeps % EXPIRY_EVERY == 0;
+        // One task per target: a target that stopped answering (a data center just cut off,
+        // before gossip suspects it) holds up only its own delivery, for one call timeout.
+        let mut deliveries = tokio::task::JoinSet::new();
         for (target, _) in node.hints().pending() {
-            if shutdown.is_cancelled() {
-                break;
-            }
             let reachable = !node.cluster().is_unhealthy(&target)
                 && node.cluster().peer_addr(&target).is_some();
             if !reachable && !expiry_only_due {
                 continue;
             }
-            match deliver_to(&node, &target, reachable).await {
-                Ok((delivered, dropped)) if delivered + dropped > 0 => {
-                    tracing::info!(%target, delivered, dropped, "hinted handoff");
+            let node = node.clone();
+            deliveries.spawn(async move {
+                match deliver_to(&node, &target, reachable).await {
+                    Ok((delivered, dropped)) if delivered + dropped > 0 => {
+                        tracing::info!(%target, delivered, dropped, "hinted handoff");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::debug!(%target, error = %e, "hinted handoff paused"),
                 }
-                Ok(_) => {}
-                Err(e) => tracing::debug!(%target, error = %e, "hinted handoff paused"),
-            }
+            });
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = async { while deliveries.join_next().await.is_some() {} } => {}
         }
         node.metrics()
             .hints_pending
