@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use ringkv_core::anti_entropy::AntiEntropyMessage;
-use ringkv_core::coordinator::{Message, Replicate, RequestId};
+use ringkv_core::coordinator::{Message, Need, Replicate, RequestId};
 use ringkv_core::{Context, Dot, GossipMessage, NodeId, SiblingSet};
 
 /// A message between two nodes. The core's own messages travel as they are; the rest is what
@@ -18,13 +18,15 @@ pub enum Payload {
         intended: NodeId,
         replicate: Replicate,
     },
-    /// A client write forwarded to a replica of its key.
+    /// A client write forwarded to a replica of its key, with the level it needs as the
+    /// forwarding node resolved it (`ForwardPut::need`: a data-center level carries the
+    /// forwarding node's own data center).
     Forward {
         fwd: RequestId,
         key: Bytes,
         value: Option<Bytes>,
         context: Option<Context>,
-        w: usize,
+        need: Need,
     },
     /// The forwarded write's outcome: the dot of the write when W acked it.
     ForwardReply {
@@ -43,6 +45,18 @@ pub enum Payload {
     AntiEntropy(AntiEntropyMessage),
 }
 
+/// The consistency level a client asks for, as a client names it (the server's
+/// `Option<Consistency>`); the node it reaches resolves it into a `Need`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// The configured W or R (a plain count).
+    Default,
+    /// A majority of the key's replicas in the receiving node's data center.
+    LocalQuorum,
+    /// A majority of the key's replicas in every data center that holds some.
+    EachQuorum,
+}
+
 #[derive(Debug, Clone)]
 pub enum ClientRequest {
     Put {
@@ -50,10 +64,12 @@ pub enum ClientRequest {
         key: Bytes,
         value: Option<Bytes>,
         context: Option<Context>,
+        level: Level,
     },
     Get {
         op: u64,
         key: Bytes,
+        level: Level,
     },
 }
 

@@ -1,5 +1,6 @@
-//! The simulated network: per-link cuts (so one-way partitions too), loss, duplication, and a
-//! random delay per message, which reorders messages on the same link.
+//! The simulated network: per-link cuts (so one-way partitions, and a data center cut off,
+//! too), loss, duplication, and a random delay per message, which reorders messages on the same
+//! link; optionally stragglers, a share of messages held back much longer than the rest.
 
 use ringkv_core::membership::rng::SplitMix64;
 use std::collections::BTreeSet;
@@ -24,6 +25,10 @@ pub struct Network {
     pub dup_permille: u64,
     /// Delay of one message, uniform in this range (ms).
     pub delay_ms: (u64, u64),
+    /// Chance, per mille, that a message straggles: it takes `straggle_ms` more on top of
+    /// its delay (so a message sent later often arrives first).
+    pub straggle_permille: u64,
+    pub straggle_ms: (u64, u64),
     pub stats: NetStats,
 }
 
@@ -34,6 +39,8 @@ impl Network {
             loss_permille: 0,
             dup_permille: 0,
             delay_ms: (1, 10),
+            straggle_permille: 0,
+            straggle_ms: (0, 0),
             stats: NetStats::default(),
         }
     }
@@ -77,7 +84,13 @@ impl Network {
 
     fn delay(&self, rng: &mut SplitMix64) -> u64 {
         let (lo, hi) = self.delay_ms;
-        lo + rng.below((hi - lo + 1) as usize) as u64
+        let delay = lo + rng.below((hi - lo + 1) as usize) as u64;
+        // Drawn only while stragglers are on, so runs without them draw as they always did.
+        if self.straggle_permille > 0 && (rng.below(1000) as u64) < self.straggle_permille {
+            let (lo, hi) = self.straggle_ms;
+            return delay + lo + rng.below((hi - lo + 1) as usize) as u64;
+        }
+        delay
     }
 }
 

@@ -2,7 +2,7 @@
 //! schedule of faults drawn from the seed (phase B), then everything heals, clients stop, and
 //! the run waits for every replica to converge (phase C) before the checker reads the history.
 
-use crate::checker::Checked;
+use crate::checker::{Checked, DcCut, Layout, Outage, CLEAN_DELAY_MS};
 use crate::config::SimConfig;
 use crate::ctx::Ctx;
 use crate::event::{Event, Fault};
@@ -21,6 +21,8 @@ const CHECK_EVERY_MS: u64 = 100;
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     pub seed: u64,
+    /// Two data centers (per-DC replication) rather than one.
+    pub multi_dc: bool,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u64>,
     pub checked: Checked,
@@ -72,11 +74,12 @@ impl Simulation {
         let heal_at = calm_until + config.faults_ms;
         let nodes = (0..config.nodes).map(SimNode::new).collect();
         let clients = (0..config.clients)
-            .map(|i| Client::new(i, heal_at))
+            .map(|i| Client::new(i, heal_at, config.client_dc[i].clone()))
             .collect();
         Simulation {
             report: Report {
                 seed: config.seed,
+                multi_dc: config.multi_dc(),
                 ..Report::default()
             },
             ctx: Ctx::new(config),
@@ -96,6 +99,12 @@ impl Simulation {
     }
 
     pub fn run(mut self) -> Result<Report, Failure> {
+        // Phase A's network loses nothing but, with two data centers, some messages straggle,
+        // so that a read can overtake the replicates of a write acknowledged just before it
+        // (what makes the intersection checks bite there, where most local quorums are all of
+        // a data center's replicas). The first fault episode's weather ends it.
+        self.ctx.net.straggle_permille = self.ctx.config.calm_straggle_permille;
+        self.ctx.net.straggle_ms = self.ctx.config.calm_straggle_ms;
         for node in &mut self.nodes {
             node.start(&mut self.ctx);
         }
@@ -175,51 +184,95 @@ impl Simulation {
                 ctx.net.loss_permille = loss_permille;
                 ctx.net.dup_permille = dup_permille;
                 ctx.net.delay_ms = delay_ms;
+                ctx.net.straggle_permille = 0;
             }
         }
     }
 
     /// Draws phase B's faults from the seed: back-to-back episodes, each a network fault (two
-    /// halves, one node isolated, a one-way cut) under its own weather (loss, duplication,
-    /// delay and so reordering), some with a node crashed and restarted inside it. Everything
-    /// heals at `heal_at`.
+    /// halves, one node isolated, a one-way cut and, with two data centers, one in five a
+    /// data-center cut: every link between them, both ways) under its own weather (loss,
+    /// duplication, delay and so reordering; half the data-center cuts have no loss and short
+    /// delays, so the checker can hold local requests to success), some with a node crashed
+    /// and restarted inside it. Everything heals at `heal_at`.
     fn schedule_faults(&mut self) {
         let nodes = self.ctx.config.nodes;
+        let multi_dc = self.ctx.config.multi_dc();
         let mut t = self.calm_until;
         let count = |report: &mut Report, kind: &'static str| {
             *report.faults.entry(kind).or_default() += 1;
         };
         while t + 2_000 < self.heal_at {
+            // Drawn only with two data centers: one-data-center seeds draw what they always did.
+            let dc_cut = multi_dc && self.ctx.rng.below(5) == 0;
             let start = t + self.ctx.between(0, 2_000);
-            let end = (start + self.ctx.between(2_000, 9_000)).min(self.heal_at);
-            let weather = Fault::Weather {
-                loss_permille: self.ctx.between(0, 100),
-                dup_permille: self.ctx.between(0, 50),
-                delay_ms: (1, self.ctx.between(10, 150)),
+            // A data-center cut lasts longer, so more requests fit in it whole.
+            let length = if dc_cut {
+                self.ctx.between(4_000, 12_000)
+            } else {
+                self.ctx.between(2_000, 9_000)
+            };
+            let end = (start + length).min(self.heal_at);
+            let clean = dc_cut && self.ctx.rng.below(2) == 0;
+            let weather = if clean {
+                Fault::Weather {
+                    loss_permille: 0,
+                    dup_permille: self.ctx.between(0, 50),
+                    delay_ms: (1, self.ctx.between(10, CLEAN_DELAY_MS)),
+                }
+            } else {
+                Fault::Weather {
+                    loss_permille: self.ctx.between(0, 100),
+                    dup_permille: self.ctx.between(0, 50),
+                    delay_ms: (1, self.ctx.between(10, 150)),
+                }
             };
             count(&mut self.report, "weather (loss, duplication, delay)");
             self.ctx.schedule(start, Event::Fault(weather));
             let mut order: Vec<usize> = (0..nodes).collect();
-            for i in 0..nodes {
-                let j = i + self.ctx.rng.below(nodes - i);
-                order.swap(i, j);
+            if !dc_cut {
+                for i in 0..nodes {
+                    let j = i + self.ctx.rng.below(nodes - i);
+                    order.swap(i, j);
+                }
             }
-            let (links, kind): (Vec<(usize, usize)>, &'static str) = match self.ctx.rng.below(4) {
+            let kind_draw = if dc_cut { 4 } else { self.ctx.rng.below(4) };
+            let config = &self.ctx.config;
+            let (links, kind): (Vec<(usize, usize)>, &'static str) = match kind_draw {
                 0 => {
                     let (a, b) = order.split_at(2);
-                    (both_ways(a, b), "partition 2 | 3")
+                    let kind = if nodes == 5 {
+                        "partition 2 | 3"
+                    } else {
+                        "partition 2 | 4"
+                    };
+                    (both_ways(a, b), kind)
                 }
                 1 => (both_ways(&order[..1], &order[1..]), "single node isolated"),
                 2 => (
                     order[1..].iter().map(|&o| (order[0], o)).collect(),
                     "one-way cut (a node cannot send)",
                 ),
-                _ => (
+                3 => (
                     order[1..].iter().map(|&o| (o, order[0])).collect(),
                     "one-way cut (a node cannot receive)",
                 ),
+                _ => (
+                    both_ways(
+                        &config.nodes_in(crate::config::DC1),
+                        &config.nodes_in(crate::config::DC2),
+                    ),
+                    if clean {
+                        "data-center cut (no loss)"
+                    } else {
+                        "data-center cut (lossy)"
+                    },
+                ),
             };
             count(&mut self.report, kind);
+            if dc_cut {
+                self.ctx.history.dc_cuts.push(DcCut { start, end, clean });
+            }
             self.ctx
                 .schedule(start, Event::Fault(Fault::Cut(links, kind)));
             if self.ctx.rng.below(2) == 0 {
@@ -228,6 +281,11 @@ impl Simulation {
                 let down = start + self.ctx.between(0, 1_000.min((end - start) / 2));
                 let up = (down + self.ctx.between(1_000, 6_000)).min(end);
                 count(&mut self.report, "crash and restart");
+                self.ctx.history.outages.push(Outage {
+                    node: victim,
+                    down,
+                    up,
+                });
                 self.ctx.schedule(down, Event::Fault(Fault::Crash(victim)));
                 self.ctx.schedule(up, Event::Fault(Fault::Restart(victim)));
             }
@@ -289,18 +347,33 @@ impl Simulation {
         let config = &self.ctx.config;
         let ring = self.nodes[0].ring().expect("up").clone();
         let mut final_sets = BTreeMap::new();
+        let mut layout: BTreeMap<bytes::Bytes, Layout> = BTreeMap::new();
+        let mut replica_nodes: BTreeMap<bytes::Bytes, Vec<usize>> = BTreeMap::new();
         for k in 0..config.keys {
             let key = key_name(k);
-            let first = &ring.preference_list_for_key(&key, config.n)[0];
-            if let Some(set) = self.node(first).set_of(&key, config.partitions) {
+            let replicas = ring.preference_list_for_key(&key, config.n);
+            replica_nodes.insert(
+                key.clone(),
+                replicas.iter().map(|id| self.node(id).idx).collect(),
+            );
+            let per_dc = layout.entry(key.clone()).or_default();
+            for id in &replicas {
+                *per_dc
+                    .entry(ring.dc_of(id).expect("member").to_string())
+                    .or_default() += 1;
+            }
+            if let Some(set) = self.node(&replicas[0]).set_of(&key, config.partitions) {
                 final_sets.insert(key, set);
             }
         }
         let history = &self.ctx.history;
         let mut checked = Checked::default();
+        // How long a client waits for an answer (`Client::wake`).
+        let window = 4 * config.request_timeout_ms;
         let result = history
             .check_no_lost_writes(&final_sets, &mut checked)
-            .and_then(|()| history.check_calm_reads(self.calm_until, &mut checked));
+            .and_then(|()| history.check_calm_reads(self.calm_until, &layout, &mut checked))
+            .and_then(|()| history.check_dc_cuts(&config.dc, &replica_nodes, window, &mut checked));
         if let Err(what) = result {
             return Err(self.fail(what));
         }
@@ -310,6 +383,7 @@ impl Simulation {
         for n in &self.nodes {
             let (s, t) = (&mut self.report.nodes, n.stats);
             s.hints_stored += t.hints_stored;
+            s.coordinator_hints += t.coordinator_hints;
             s.hints_delivered += t.hints_delivered;
             s.hints_dropped += t.hints_dropped;
             s.read_repairs += t.read_repairs;

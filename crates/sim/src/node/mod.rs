@@ -2,7 +2,9 @@
 //! simulation's queue, clock and disk, around the same core state machines.
 //!
 //! What is the server's code, called as the server calls it: `Membership` (gossip, failure
-//! detection), `Ring`, `Plan` (sloppy quorum), `route_write`, `PutCoordinator`,
+//! detection), `Ring` (`Ring::build_with`, per-data-center replication in two-data-center
+//! runs), `Plan` (sloppy quorum; `write_quorum`, `read_quorum` and `read_targets` resolve a
+//! level, `local_quorum` and `each_quorum` included), `route_write`, `PutCoordinator`,
 //! `GetCoordinator` (read repair included), `SiblingSet::{write, overwrite, merge, prune}`,
 //! `MemoryHints` and `HintWindow` (the handoff rules), `MerkleTree` via `MemoryPartition`, and
 //! `AntiEntropySession`. What is modelled: the disk (writes are visible at once and durable at
@@ -11,20 +13,25 @@
 //!
 //! The shell follows the server's rules: a coordinator's own write is durable before it
 //! replicates; a replica acks a replicate or a hinted write only once durable; a stand-in stores
-//! the hint with its own copy; hints go to a target gossip shows healthy, in batches, and are
+//! the hint with its own copy; a replicate that gets no answer by the write's deadline leaves a
+//! coordinator hint for the node it was meant for (`replication.rs`, `HintOnFailure`); a
+//! forward goes to a healthy replica, in the forwarding node's data center first
+//! (`KeyPlan::forward_order`); a client's level resolves against the receiving node's own data
+//! center; hints go to a target gossip shows healthy, in batches, and are
 //! deleted only when unchanged after the target acked them; anti-entropy compares one
 //! replicated partition with one healthy replica per interval and merges without a durability
 //! wait; a restart rebuilds trees from disk and rejoins with a larger generation.
 
 use crate::ctx::Ctx;
+use crate::event::Level;
 use crate::event::{ClientReply, ClientRequest, Event, Payload, Timer};
 use bytes::Bytes;
 use ringkv_core::anti_entropy::{
     AntiEntropyMessage, AntiEntropySession, Body, MemoryPartition, SessionConfig, SessionId,
 };
 use ringkv_core::coordinator::{
-    route_write, Envelope, GetRequest, Message, Plan, PutRequest, ReadReply, ReplicateAck,
-    RequestId, Route,
+    route_write, Envelope, GetRequest, Message, Need, Plan, PutRequest, Quorum, ReadReply,
+    ReplicaError, ReplicateAck, RequestId, Route,
 };
 use ringkv_core::handoff::{HintWindow, MemoryHints, StoredHint, BATCH};
 use ringkv_core::membership::{Event as MemberEvent, Target, Ticks};
@@ -63,16 +70,23 @@ struct PendingPut {
     set: SiblingSet,
     dot: Dot,
     covers: VersionVector,
-    w: usize,
+    /// Resolved on the plan before the local write, as the server's `coordinate` does.
+    quorum: Quorum,
     plan: Plan,
     reply_to: ReplyTo,
 }
 
+/// A write in flight on its coordinator, kept until every replica answered or the deadline
+/// passed (after the client's answer too), so replicas that never answered get a hint.
 struct PutState {
     put: PutCoordinator,
     dot: Dot,
-    reply_to: ReplyTo,
+    /// `None` once answered.
+    reply_to: Option<ReplyTo>,
     t0: u64,
+    key: Bytes,
+    set: SiblingSet,
+    plan: Plan,
 }
 
 struct GetState {
@@ -132,6 +146,8 @@ pub struct SimNode {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NodeStats {
     pub hints_stored: u64,
+    /// Of those, hints a coordinator stored for a replica its replicate did not reach.
+    pub coordinator_hints: u64,
     pub hints_delivered: u64,
     pub hints_dropped: u64,
     pub read_repairs: u64,
@@ -225,6 +241,8 @@ impl SimNode {
             Generation(self.disk.generation),
         );
         me.status = MemberStatus::Up;
+        me.dc = config.dc[self.idx].clone();
+        me.rack = config.rack[self.idx].clone();
         let mut membership = Membership::new(
             me,
             GossipConfig::default(),
@@ -232,7 +250,7 @@ impl SimNode {
         )
         .expect("valid membership");
         membership.restore(Ticks(0), self.disk.members.clone());
-        let ring = Ring::build(&membership.ring_members(), config.partitions).expect("ring");
+        let ring = build_ring(config, &membership);
         let mut data = BTreeMap::new();
         for (key, set) in &self.disk.data {
             let p = KeyHash::of(key).partition(config.partitions);
@@ -442,7 +460,7 @@ impl SimNode {
                 key,
                 value,
                 context,
-                w,
+                need,
             } => {
                 // Coordinated here, never forwarded again (views converge through gossip).
                 let plan = self.plan(ctx, &key);
@@ -451,7 +469,7 @@ impl SimNode {
                     key,
                     value,
                     context,
-                    w,
+                    &need,
                     plan,
                     ReplyTo::Forward { node: from, fwd },
                 );
@@ -495,7 +513,9 @@ impl SimNode {
                 key,
                 value,
                 context,
+                level,
             } => {
+                let need = self.need(ctx, level, ctx.config.w);
                 let plan = self.plan(ctx, &key);
                 match route_write(&plan.targets, &self.id) {
                     Route::Local => self.coordinate(
@@ -503,21 +523,17 @@ impl SimNode {
                         key,
                         value,
                         context,
-                        ctx.config.w,
+                        &need,
                         plan,
                         ReplyTo::Client { client, op },
                     ),
-                    Route::Forward(first) => {
-                        // Healthy replicas first, as the server's `forward` does.
-                        let target = plan
-                            .targets
-                            .iter()
-                            .find(|id| !self.unhealthy(id))
-                            .unwrap_or(&first)
-                            .clone();
+                    Route::Forward(_) => {
+                        // Healthy replicas first, this data center's first among them, as the
+                        // server's `forward` does. The sim's transport never says "certainly
+                        // not delivered" (a dead node is silent), so there is no second try.
+                        let target = self.forward_order(ctx, &plan)[0].clone();
                         let fwd = self.next_request();
                         self.run_mut().forwards.insert(fwd, (client, op));
-                        let w = ctx.config.w;
                         ctx.send(
                             self.idx,
                             idx_of(&target),
@@ -526,7 +542,7 @@ impl SimNode {
                                 key,
                                 value,
                                 context,
-                                w,
+                                need,
                             },
                         );
                         let t = ctx.config.request_timeout_ms;
@@ -535,16 +551,23 @@ impl SimNode {
                     Route::NoReplica => reply(ctx, client, ClientReply::Put { op, acked: None }),
                 }
             }
-            ClientRequest::Get { op, key } => {
+            ClientRequest::Get { op, key, level } => {
+                let need = self.need(ctx, level, ctx.config.r);
                 let plan = self.plan(ctx, &key);
+                // As the server's `read`: the quorum and the replicas asked (`local_quorum`
+                // only this data center's) both come from the plan.
+                let ring = &self.run().ring.1;
+                let dc_of = |id: &NodeId| ring.dc_of(id);
+                let quorum = plan.read_quorum(&need, dc_of);
+                let replicas = plan.read_targets(&need, &ctx.config.dc[self.idx], dc_of);
                 let request = self.next_request();
                 let t = ctx.config.request_timeout_ms;
                 let get = GetCoordinator::new(GetRequest {
                     request,
                     coordinator: self.id.clone(),
                     key,
-                    replicas: plan.targets,
-                    quorum: ringkv_core::coordinator::Quorum::count(ctx.config.r),
+                    replicas,
+                    quorum,
                     deadline_ms: t,
                     repair_deadline_ms: 2 * t,
                 });
@@ -581,12 +604,11 @@ impl SimNode {
     /// After every membership call: wake handoff on recoveries, rebuild the ring on a new
     /// epoch, persist the member list.
     fn after_membership(&mut self, ctx: &mut Ctx) {
-        let partitions = ctx.config.partitions;
-        let r = self.run_mut();
+        let r = self.run.as_mut().expect("node is running");
         let events = r.membership.drain_events();
         let epoch = r.membership.epoch();
         if epoch != r.ring.0 {
-            let ring = Ring::build(&r.membership.ring_members(), partitions).expect("ring");
+            let ring = build_ring(&ctx.config, &r.membership);
             r.ring = (epoch, ring);
         }
         self.disk.members = self.run().membership.members().cloned().collect();
@@ -613,6 +635,39 @@ impl SimNode {
             r.membership.is_down(id)
         })
     }
+
+    /// A client's level as this node resolves it (the server's `Node::required`): the
+    /// configured count, or a data-center rule carrying this node's own data center.
+    fn need(&self, ctx: &Ctx, level: Level, default: usize) -> Need {
+        match level {
+            Level::Default => Need::Count(default.min(ctx.config.n)),
+            Level::LocalQuorum => Need::LocalQuorum {
+                dc: ctx.config.dc[self.idx].clone(),
+            },
+            Level::EachQuorum => Need::EachQuorum,
+        }
+    }
+
+    /// The replicas a forward may go to, best first: the server's `KeyPlan::forward_order`
+    /// (healthy before unhealthy and, within each, this node's data center first).
+    fn forward_order(&self, ctx: &Ctx, plan: &Plan) -> Vec<NodeId> {
+        let ring = &self.run().ring.1;
+        let local = ctx.config.dc[self.idx].as_str();
+        let mut order = plan.targets.clone();
+        order.sort_by_key(|id| (self.unhealthy(id), ring.dc_of(id) != Some(local)));
+        order
+    }
+}
+
+/// The ring of the members that own partitions, with the run's per-data-center replication
+/// (none with one data center: `build_with` with an empty map is `Ring::build`).
+fn build_ring(config: &crate::SimConfig, membership: &Membership) -> Ring {
+    Ring::build_with(
+        &membership.ring_members(),
+        config.partitions,
+        &config.replication,
+    )
+    .expect("ring")
 }
 
 fn empty_partition(p: PartitionId, partitions: u32, buckets: u32) -> MemoryPartition {
