@@ -288,8 +288,8 @@ pub fn status_with(conn: &Connection, partition_lines: Option<usize>) -> anyhow:
     Ok(())
 }
 
-/// A text progress bar of `done` out of `total`, with the percentage.
-fn progress(done: u64, total: u64) -> String {
+/// A text progress bar of `done` out of `total`, with the percentage: `[#####---------------]  25%`.
+pub(crate) fn progress(done: u64, total: u64) -> String {
     let pct = (done * 100).checked_div(total).unwrap_or(100).min(100);
     let filled = (pct / 5) as usize;
     format!(

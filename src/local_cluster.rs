@@ -1,12 +1,22 @@
-//! `ringkv cluster up|status|down`: a local cluster of real `ringkv server` processes on
-//! loopback, for trying things out. One data directory per node under `--dir`, the first node
+//! `ringkv cluster up|add|remove|status|down`: a local cluster of real `ringkv server` processes
+//! on loopback, for trying things out. One data directory per node under `--dir`, the first node
 //! the seed of the others, one generated cluster secret shared by all. A state file
 //! (`cluster.json` in `--dir`) records pids and addresses, so `status` and `down` find them.
 //!
 //! Processes are detached from this command (it exits once they serve); each logs to
 //! `node-I/ringkv.log`. `down` sends SIGTERM (a clean, durable shutdown), then SIGKILL to any
 //! process still running after 15 s, and removes the state file (data directories stay).
+//!
+//! `add` starts more nodes the way the autoscaler's local provisioner does ([`start_node`]) and
+//! follows them until they are `up` (their partitions streamed in); `remove` asks one node to
+//! leave, follows its handoff until it is `left` and only then stops it ([`stop_node`]). Both
+//! wait with the autoscaler's own waits (`autoscale::provisioner::Waits`), so the two agree on
+//! what "joined" and "handed off" mean.
 
+use crate::autoscale::controller::{MemberObs, Status};
+use crate::autoscale::metrics_probe::{parse_prometheus, Probe};
+use crate::autoscale::provisioner::{post_leave, ActionError, Waits};
+use crate::client::progress;
 use anyhow::{bail, Context as _};
 use clap::Subcommand;
 use serde_json::json;
@@ -14,6 +24,7 @@ use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 const STATE_FILE: &str = "cluster.json";
@@ -42,6 +53,31 @@ pub enum ClusterCommand {
         #[arg(long, default_value = "./ringkv-cluster")]
         dir: PathBuf,
     },
+    /// Start more nodes that join the running local cluster; follows them until each is `up`
+    /// (its share of the partitions streamed in), printing their progress and addresses.
+    Add {
+        #[arg(long, default_value = "./ringkv-cluster")]
+        dir: PathBuf,
+        /// How many nodes to add (they join at the same time).
+        #[arg(long, default_value_t = 1)]
+        nodes: usize,
+        /// Seconds to follow the joins; past it the nodes keep joining (see `ringkv status`).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+    /// Take one node out: it hands its partitions to their new owners (progress is printed),
+    /// and only once it is `left` is it stopped and forgotten. Refused when fewer than N
+    /// (replicas per key) nodes would stay.
+    Remove {
+        #[arg(long, default_value = "./ringkv-cluster")]
+        dir: PathBuf,
+        /// The node to remove, e.g. `n4` [default: the newest running node].
+        node: Option<String>,
+        /// Seconds to follow the handoff; past it the node keeps handing off and keeps running
+        /// (run the same command again to go on following it).
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Stop the local cluster (SIGTERM, then SIGKILL after 15 s).
     Down {
         #[arg(long, default_value = "./ringkv-cluster")]
@@ -59,6 +95,14 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
             r,
             w,
         } => up(nodes, &dir, base_port, [("--n", n), ("--r", r), ("--w", w)]),
+        ClusterCommand::Add {
+            dir,
+            nodes,
+            timeout,
+        } => add(&dir, nodes, Duration::from_secs(timeout)),
+        ClusterCommand::Remove { dir, node, timeout } => {
+            remove(&dir, node.as_deref(), Duration::from_secs(timeout))
+        }
         ClusterCommand::Status { dir } => status(&dir),
         ClusterCommand::Down { dir } => down(&dir),
     }
@@ -226,7 +270,7 @@ fn up(
         );
     }
     println!(
-        "status: ringkv cluster status --dir {0}   stop: ringkv cluster down --dir {0}",
+        "status: ringkv cluster status --dir {0}   grow/shrink: ringkv cluster add|remove --dir {0}   stop: ringkv cluster down --dir {0}",
         dir.display()
     );
     Ok(())
@@ -577,6 +621,403 @@ pub(crate) fn stop_node(dir: &Path, id: &str, grace: Duration) -> anyhow::Result
     }
     forget_node(dir, id)?;
     Ok(killed)
+}
+
+// `ringkv cluster add` and `ringkv cluster remove`: the autoscaler's scale steps by hand, with
+// the same helpers (start_node, stop_node) and the same waits (until_up, until_left).
+
+/// How long `remove` gives a node that has left between SIGTERM and SIGKILL (as `down`).
+const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How long one round of a wait lasts before the progress is printed again.
+const ROUND: Duration = Duration::from_secs(1);
+/// A progress line that has not changed is printed again after this long.
+const QUIET: Duration = Duration::from_secs(5);
+
+/// The probe and waits the autoscaler uses, with the client password of the environment (the
+/// local cluster's nodes have none unless `RINGKV_PASSWORD` was set for them).
+fn probe() -> anyhow::Result<Probe> {
+    Probe::new(std::env::var("RINGKV_PASSWORD").ok()).context("cannot build an HTTP client")
+}
+
+/// `/v1/cluster` of the node at `http`, as JSON (the transfers are not in `ClusterView`).
+fn cluster_json(probe: &Probe, http: &str) -> Option<serde_json::Value> {
+    let resp = probe
+        .request(reqwest::Method::GET, &format!("http://{http}/v1/cluster"))
+        .send()
+        .ok()?;
+    resp.status().is_success().then_some(())?;
+    resp.json().ok()
+}
+
+/// The status a node's `/v1/cluster` gives itself.
+fn own_status(body: &serde_json::Value) -> String {
+    body["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["self"].as_bool() == Some(true))
+        .and_then(|m| m["status"].as_str())
+        .unwrap_or("unknown")
+        .to_string()
+}
+
+/// One line on what node `id` (at `http`) is doing: its status and its transfer, as `ringkv
+/// status` shows them.
+fn progress_line(probe: &Probe, id: &str, http: &str) -> String {
+    let Some(body) = cluster_json(probe, http) else {
+        return format!("{id}: does not answer on {http}");
+    };
+    let status = own_status(&body);
+    let t = &body["transfers"];
+    let get = |k: &str| t[k].as_u64().unwrap_or(0);
+    let (to_pull, pulled) = (get("partitions_to_pull"), get("partitions_pulled"));
+    let (handoff, confirmed) = (get("handoff_partitions"), get("handoff_confirmed"));
+    let detail = match status.as_str() {
+        "up" => "up; waiting for another member to see it up".to_string(),
+        "leaving" if handoff > 0 => format!(
+            "handing off {} {confirmed}/{handoff} partitions confirmed by their new owners",
+            progress(confirmed, handoff)
+        ),
+        "leaving" => "handing off (waiting for the new owners)".to_string(),
+        _ if to_pull > 0 => format!(
+            "streaming in {} {pulled}/{to_pull} partitions, {} keys, {} KiB",
+            progress(pulled, to_pull),
+            get("keys_received"),
+            get("bytes_received") / 1024
+        ),
+        "joining" => "waiting for the ring to include it (gossip)".to_string(),
+        _ => String::new(),
+    };
+    format!("{id} {status}: {detail}")
+}
+
+/// What node `http` received by partition streaming since it started, from its `/metrics`.
+fn streamed_in(probe: &Probe, http: &str) -> String {
+    let text = probe
+        .request(reqwest::Method::GET, &format!("http://{http}/metrics"))
+        .send()
+        .ok()
+        .filter(|r| r.status().is_success())
+        .and_then(|r| r.text().ok())
+        .unwrap_or_default();
+    let samples = parse_prometheus(&text);
+    let total = |name: &str| {
+        samples
+            .iter()
+            .find(|s| s.name == name)
+            .map_or(0, |s| s.value as u64)
+    };
+    format!(
+        "{} partitions, {} keys, {} KiB streamed in",
+        total("ringkv_stream_partitions_pulled_total"),
+        total("ringkv_stream_keys_received_total"),
+        total("ringkv_stream_bytes_received_total") / 1024
+    )
+}
+
+/// Prints `line` (prefixed with the time since `started`) unless it is what was printed last,
+/// less than [`QUIET`] ago.
+struct Progress {
+    started: Instant,
+    last: String,
+    at: Instant,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        let now = Instant::now();
+        Progress {
+            started: now,
+            last: String::new(),
+            at: now,
+        }
+    }
+
+    fn show(&mut self, line: String) {
+        if line == self.last && self.at.elapsed() < QUIET {
+            return;
+        }
+        println!("  [{:>5.1}s] {line}", self.started.elapsed().as_secs_f64());
+        self.last = line;
+        self.at = Instant::now();
+    }
+}
+
+/// `ringkv cluster add`: starts `count` nodes into the running local cluster in `dir` (each with
+/// every running node as a seed, so they join through the existing ones), prints their
+/// addresses, then follows them until each is `up` in its own view and another member's, i.e.
+/// done streaming its partitions in.
+fn add(dir: &Path, count: usize, timeout: Duration) -> anyhow::Result<()> {
+    if count == 0 || count > 64 {
+        bail!("--nodes must be 1 to 64");
+    }
+    let before: Vec<LocalNode> = local_nodes(dir)?.into_iter().filter(|n| n.alive).collect();
+    if before.is_empty() {
+        bail!(
+            "no node of the local cluster in {} is running; start it with `ringkv cluster up`",
+            dir.display()
+        );
+    }
+    let others: Vec<String> = before.iter().map(|n| n.http_addr.clone()).collect();
+    let mut added = Vec::new();
+    for _ in 0..count {
+        let (node, _child) = start_node(dir).with_context(|| {
+            format!(
+                "started {} of {count} nodes ({}); they keep joining",
+                added.len(),
+                added
+                    .iter()
+                    .map(|n: &LocalNode| n.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })?;
+        added.push(node);
+    }
+    println!(
+        "started {count} node{} joining the cluster in {} through {}:",
+        if count == 1 { "" } else { "s" },
+        dir.display(),
+        before
+            .iter()
+            .map(|n| n.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for n in &added {
+        let resp_port = n.resp_addr.rsplit(':').next().unwrap_or("");
+        println!(
+            "  {:<4} pid {:<7} redis-cli -p {resp_port}   curl http://{}/v1/kv/KEY   ringkv status --http {}",
+            n.id, n.pid, n.http_addr, n.http_addr
+        );
+    }
+    println!("following the joins until each node is up (its partitions streamed in):");
+    let probe = probe()?;
+    let stop = AtomicBool::new(false);
+    let waits = Waits {
+        probe: &probe,
+        stop: &stop,
+        poll: Duration::from_millis(200),
+    };
+    let mut progress = Progress::new();
+    let mut pending: Vec<&LocalNode> = added.iter().collect();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for n in pending {
+            if !process_alive(n.pid) {
+                bail!(
+                    "{} (pid {}) exited while joining; see {}/ringkv.log",
+                    n.id,
+                    n.pid,
+                    n.dir.display()
+                );
+            }
+            match waits.until_up(&n.id, &n.http_addr, &others, ROUND) {
+                Ok(_) => println!(
+                    "  [{:>5.1}s] {} is up: {}",
+                    progress.started.elapsed().as_secs_f64(),
+                    n.id,
+                    streamed_in(&probe, &n.http_addr)
+                ),
+                Err(ActionError::JoinTimeout { .. }) => still.push(n),
+                Err(e) => bail!("{e}"),
+            }
+        }
+        pending = still;
+        if pending.is_empty() {
+            break;
+        }
+        if progress.started.elapsed() > timeout {
+            bail!(
+                "{} not up within {}s; {} keep{} joining (watch `ringkv status --http {}`)",
+                pending
+                    .iter()
+                    .map(|n| n.id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                timeout.as_secs(),
+                if pending.len() == 1 { "it" } else { "they" },
+                if pending.len() == 1 { "s" } else { "" },
+                pending[0].http_addr
+            );
+        }
+        let lines: Vec<String> = pending
+            .iter()
+            .map(|n| progress_line(&probe, &n.id, &n.http_addr))
+            .collect();
+        progress.show(lines.join("; "));
+    }
+    println!(
+        "{} up after {:.1}s; the cluster has {} nodes (ringkv cluster status --dir {})",
+        added
+            .iter()
+            .map(|n| n.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        progress.started.elapsed().as_secs_f64(),
+        before.len() + added.len(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// `ringkv cluster remove`: node `id` (default: the newest running one) leaves the local
+/// cluster in `dir`. Refused when fewer than N members would stay. The node is asked to leave
+/// (`POST /v1/admin/leave`), its handoff is followed until every reachable member shows it
+/// `left`, and only then is it stopped and forgotten; if the handoff does not finish within
+/// `timeout` the node keeps running.
+fn remove(dir: &Path, id: Option<&str>, timeout: Duration) -> anyhow::Result<()> {
+    let nodes = local_nodes(dir)?;
+    let ids = || {
+        nodes
+            .iter()
+            .map(|n| n.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let target = match id {
+        Some(id) => nodes.iter().find(|n| n.id == id).with_context(|| {
+            format!(
+                "no node {id} in the local cluster in {} (it has {})",
+                dir.display(),
+                ids()
+            )
+        })?,
+        None => nodes
+            .iter()
+            .filter(|n| n.alive)
+            .max_by_key(|n| n.index().unwrap_or(0))
+            .with_context(|| {
+                format!(
+                    "no node of the local cluster in {} is running",
+                    dir.display()
+                )
+            })?,
+    }
+    .clone();
+    let others: Vec<String> = nodes
+        .iter()
+        .filter(|n| n.alive && n.id != target.id)
+        .map(|n| n.http_addr.clone())
+        .collect();
+    let probe = probe()?;
+    let Some(view) = probe.first_view(&others) else {
+        bail!(
+            "no other node of the local cluster answers, so nobody could take {}'s data",
+            target.id
+        );
+    };
+    let n = view.n.unwrap_or(3);
+    let status = view.member(&target.id).map(|m| m.status);
+    if status == Some(Status::Left) {
+        // An earlier remove stopped following before the end: the data is already elsewhere.
+        let killed = stop_node(dir, &target.id, STOP_GRACE)?;
+        println!(
+            "{} had already left (its data is with the other nodes): {} it and removed it from {STATE_FILE}",
+            target.id,
+            if killed { "SIGKILLed" } else { "stopped" }
+        );
+        return Ok(());
+    }
+    if !target.alive {
+        bail!(
+            "{} (pid {}) is not running, so it cannot hand its data off; start the cluster's \
+             nodes again, or if it is gone for good take it out with `ringkv remove {} --http {}` \
+             (the others then restore N copies of its data)",
+            target.id,
+            target.pid,
+            target.id,
+            others.first().map(String::as_str).unwrap_or("HOST:PORT")
+        );
+    }
+    if status != Some(Status::Leaving) {
+        let staying: Vec<&str> = view
+            .members
+            .iter()
+            .filter(|m| m.id != target.id && matches!(m.status, Status::Up | Status::Joining))
+            .map(|m| m.id.as_str())
+            .collect();
+        if staying.len() < n {
+            bail!(
+                "refusing to remove {}: {} node{} would stay ({}), fewer than the {n} replicas \
+                 per key (N={n}) each key is kept on; add a node first (`ringkv cluster add \
+                 --dir {}`)",
+                target.id,
+                staying.len(),
+                if staying.len() == 1 { "" } else { "s" },
+                staying.join(", "),
+                dir.display()
+            );
+        }
+    }
+    let member = MemberObs {
+        id: target.id.clone(),
+        http_addr: target.http_addr.clone(),
+        status: status.unwrap_or(Status::Unknown),
+        unhealthy: false,
+        scraped: false,
+        ops_per_sec: None,
+        p99_ms: None,
+        disk_bytes: None,
+    };
+    post_leave(&probe, &member).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!(
+        "{} (pid {}) is leaving: the new owners of its partitions stream them in; it is stopped \
+         once it is `left`",
+        target.id, target.pid
+    );
+    let stop = AtomicBool::new(false);
+    let waits = Waits {
+        probe: &probe,
+        stop: &stop,
+        poll: Duration::from_millis(200),
+    };
+    let mut progress = Progress::new();
+    loop {
+        match waits.until_left(&target.id, &target.http_addr, &others, ROUND) {
+            Ok(_) => break,
+            Err(ActionError::LeaveTimeout { .. }) => {}
+            Err(e) => bail!("{e}"),
+        }
+        if !process_alive(target.pid) {
+            bail!(
+                "{} (pid {}) exited before it had handed its data off; start it again \
+                 (`ringkv cluster remove --dir {} {}` then goes on), see {}/ringkv.log",
+                target.id,
+                target.pid,
+                dir.display(),
+                target.id,
+                target.dir.display()
+            );
+        }
+        if progress.started.elapsed() > timeout {
+            bail!(
+                "{} is still handing its data off after {}s; it keeps running and leaving \
+                 (run `ringkv cluster remove --dir {} {}` again to follow it to the end)",
+                target.id,
+                timeout.as_secs(),
+                dir.display(),
+                target.id
+            );
+        }
+        progress.show(progress_line(&probe, &target.id, &target.http_addr));
+    }
+    let took = progress.started.elapsed();
+    let killed = stop_node(dir, &target.id, STOP_GRACE)?;
+    println!(
+        "{} left after {:.1}s (every partition is with its new owners); {} it and removed it \
+         from {STATE_FILE} (its data directory {} stays); {} nodes remain",
+        target.id,
+        took.as_secs_f64(),
+        if killed {
+            "SIGKILLed (no exit within 15 s of SIGTERM)"
+        } else {
+            "stopped"
+        },
+        target.dir.display(),
+        local_nodes(dir)?.iter().filter(|n| n.alive).count()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

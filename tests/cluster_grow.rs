@@ -1,0 +1,325 @@
+//! `ringkv cluster add|remove` end to end: a `cluster up` cluster of three grows to five with
+//! `cluster add --nodes 2` and shrinks back to three with two `cluster remove` (the newest node
+//! first), while a writer keeps writing through n1, a node that stays. Every acknowledged write
+//! then reads back at R=2 from two of the nodes that stayed. A third `remove` is refused
+//! (N=3 would not hold) and stops nothing.
+//!
+//! Every wait is bounded (the CLI commands by their `--timeout` and by [`ringkv`]'s limit, the
+//! writer by a count and a deadline); if the test fails midway, [`StateGuard`] SIGKILLs whatever
+//! the state file says was started over this test's directory.
+
+mod common;
+
+use common::{get_parallel, http_client, run_cli, CliRun};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Keys written before the cluster grows.
+const PRELOAD: usize = 300;
+/// Most writes the writer makes while the cluster grows and shrinks.
+const MAX_WRITES: usize = 20_000;
+
+/// Runs `ringkv args...` to its end, at most `limit`, and echoes what it printed.
+fn ringkv(args: &[&str], limit: Duration) -> CliRun {
+    let env = [
+        // Inherited by the nodes `cluster up` starts (and copied by `cluster add` from them):
+        // membership settles in about a second.
+        ("RINGKV_GOSSIP_INTERVAL_MS", "100"),
+        // 256 partitions instead of 1024: a join streams a partition at a time (a few round
+        // trips and a commit each), so fewer partitions keep the test short.
+        ("RINGKV_PARTITIONS", "256"),
+        ("RINGKV_LOG", "warn"),
+        // An error is one message, not a backtrace.
+        ("RUST_LIB_BACKTRACE", "0"),
+    ];
+    let run = run_cli(args, &env, limit);
+    eprintln!("$ ringkv {}\n{}{}", args.join(" "), run.stdout, run.stderr);
+    run
+}
+
+/// The nodes the state file records: (id, pid, http address).
+fn recorded(dir: &Path) -> Vec<(String, u64, String)> {
+    let Ok(text) = std::fs::read_to_string(dir.join("cluster.json")) else {
+        return Vec::new();
+    };
+    let state: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    state["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| {
+            Some((
+                n["id"].as_str()?.to_string(),
+                n["pid"].as_u64()?,
+                n["http_addr"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// True while `pid` has not exited (a zombie has).
+fn running(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            Some(!matches!(rest.split_whitespace().next(), Some("Z" | "X")))
+        })
+        .unwrap_or(false)
+}
+
+/// On drop, SIGKILLs every process the state file lists that still runs over this directory
+/// (a reused pid of another process is never touched). Nodes removed from the state file were
+/// stopped by `cluster remove`; `removed` lists them in case the test failed in between.
+struct StateGuard {
+    dir: PathBuf,
+    removed: Vec<u64>,
+}
+
+impl Drop for StateGuard {
+    fn drop(&mut self) {
+        let dir = self.dir.to_string_lossy().into_owned();
+        let pids = recorded(&self.dir).into_iter().map(|(_, pid, _)| pid);
+        for pid in pids.chain(self.removed.iter().copied()) {
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&dir))
+                .unwrap_or(false);
+            if ours && running(pid) {
+                eprintln!("cluster_grow: killing leftover node (pid {pid})");
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+/// `/v1/cluster` members of the node at `http` that are up, neither down nor suspected.
+fn members_up(http: &str) -> Option<Vec<String>> {
+    let body: serde_json::Value = http_client()
+        .get(format!("http://{http}/v1/cluster"))
+        .send()
+        .ok()?
+        .json()
+        .ok()?;
+    Some(
+        body["members"]
+            .as_array()?
+            .iter()
+            .filter(|m| m["status"] == "up" && m["down"] == false && m["suspected"] == false)
+            .filter_map(|m| m["id"].as_str().map(String::from))
+            .collect(),
+    )
+}
+
+fn wait_members_up(http: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let up = members_up(http);
+        if up.as_ref().map(Vec::len) == Some(count) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{http} did not see {count} members up within 15 s (saw {up:?})"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn put(
+    client: &reqwest::blocking::Client,
+    http: &str,
+    key: &str,
+    value: &str,
+) -> Result<(), String> {
+    match client
+        .put(format!("http://{http}/v1/kv/{key}?w=2"))
+        .body(value.to_string())
+        .send()
+    {
+        Ok(r) if r.status().is_success() => Ok(()),
+        Ok(r) => Err(format!("{}: {}", r.status(), r.text().unwrap_or_default())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[test]
+fn cluster_add_and_remove_grow_to_five_and_back_losing_nothing() {
+    let started = Instant::now();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let d = dir.to_str().unwrap();
+    let mut guard = StateGuard {
+        dir: dir.clone(),
+        removed: Vec::new(),
+    };
+
+    let up = ringkv(
+        &["cluster", "up", "--nodes", "3", "--dir", d],
+        Duration::from_secs(30),
+    );
+    assert!(up.ok, "cluster up failed: {}", up.stderr);
+    let first = recorded(&dir);
+    assert_eq!(first.len(), 3, "{first:?}");
+    for (_, _, http) in &first {
+        wait_members_up(http, 3);
+    }
+    let n1 = first[0].2.clone();
+    let n2 = first[1].2.clone();
+
+    // Data that is there before the cluster grows.
+    let client = http_client();
+    let mut acked: BTreeMap<String, String> = BTreeMap::new();
+    for k in 0..PRELOAD {
+        let (key, value) = (format!("pre-{k}"), format!("value-{k}"));
+        put(&client, &n1, &key, &value).unwrap_or_else(|e| panic!("PUT {key}: {e}"));
+        acked.insert(key, value);
+    }
+
+    // A bounded writer through n1 (which stays) for the whole grow and shrink.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, http) = (stop.clone(), n1.clone());
+        std::thread::spawn(move || {
+            let client = http_client();
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let (mut ok, mut errors) = (Vec::new(), Vec::new());
+            for i in 0..MAX_WRITES {
+                if stop.load(Ordering::Relaxed) || Instant::now() > deadline {
+                    break;
+                }
+                let (key, value) = (format!("live-{i}"), format!("v{i}"));
+                match put(&client, &http, &key, &value) {
+                    Ok(()) => ok.push((key, value)),
+                    Err(e) => errors.push(format!("{key}: {e}")),
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (ok, errors)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+
+    // Grow: two nodes join through the three, and the command returns once both are up.
+    let add = ringkv(
+        &[
+            "cluster",
+            "add",
+            "--nodes",
+            "2",
+            "--dir",
+            d,
+            "--timeout",
+            "60",
+        ],
+        Duration::from_secs(75),
+    );
+    assert!(add.ok, "cluster add failed: {}{}", add.stdout, add.stderr);
+    let grown = recorded(&dir);
+    let ids: Vec<&str> = grown.iter().map(|(id, _, _)| id.as_str()).collect();
+    assert_eq!(ids, ["n1", "n2", "n3", "n4", "n5"], "{grown:?}");
+    for (id, pid, http) in &grown[3..] {
+        assert!(running(*pid), "{id} does not run");
+        assert!(
+            add.stdout.contains(&format!("{id} is up")),
+            "{}",
+            add.stdout
+        );
+        assert!(add.stdout.contains(http.as_str()), "{}", add.stdout);
+        guard.removed.push(*pid);
+    }
+    wait_members_up(&n1, 5);
+
+    // Shrink: the newest node goes first, each only once it has handed its data off.
+    for (id, pid, _) in [grown[4].clone(), grown[3].clone()] {
+        let rm = ringkv(
+            &["cluster", "remove", "--dir", d, "--timeout", "60"],
+            Duration::from_secs(90),
+        );
+        assert!(rm.ok, "cluster remove failed: {}{}", rm.stdout, rm.stderr);
+        assert!(
+            rm.stdout.contains(&format!("{id} (pid {pid}) is leaving"))
+                && rm.stdout.contains(&format!("{id} left after")),
+            "{}",
+            rm.stdout
+        );
+        assert!(!running(pid), "{id} still runs after cluster remove");
+        assert!(
+            !recorded(&dir).iter().any(|(i, _, _)| *i == id),
+            "{id} is still in the state file"
+        );
+    }
+    let left: Vec<String> = recorded(&dir).into_iter().map(|(id, _, _)| id).collect();
+    assert_eq!(left, ["n1", "n2", "n3"]);
+
+    // Below N=3 is refused, and nothing is stopped.
+    let refused = ringkv(
+        &["cluster", "remove", "--dir", d, "--timeout", "10"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        !refused.ok,
+        "a remove below N went through: {}",
+        refused.stdout
+    );
+    assert!(
+        refused.stderr.contains("refusing to remove n3") && refused.stderr.contains("N=3"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(
+        recorded(&dir),
+        first,
+        "the refused remove changed the cluster"
+    );
+    assert!(first.iter().all(|(_, pid, _)| running(*pid)));
+
+    stop.store(true, Ordering::Relaxed);
+    let (live, errors) = writer.join().unwrap();
+    eprintln!(
+        "cluster_grow: {} writes acknowledged during the grow and shrink, {} failed{}",
+        live.len(),
+        errors.len(),
+        errors
+            .iter()
+            .take(5)
+            .map(|e| format!("\n  {e}"))
+            .collect::<String>()
+    );
+    assert!(live.len() > 100, "the writer barely wrote: {}", live.len());
+    acked.extend(live);
+
+    // Every acknowledged write reads back at R=2, through n1 and through n2.
+    for http in [&n1, &n2] {
+        let addr: SocketAddr = http.parse().unwrap();
+        let keys: Vec<&String> = acked.keys().collect();
+        let paths = keys.iter().map(|k| format!("/v1/kv/{k}?r=2")).collect();
+        let mut lost = Vec::new();
+        for (k, (status, body)) in keys.iter().zip(get_parallel(addr, paths, 8)) {
+            if (status, body.as_str()) != (200, acked[*k].as_str()) {
+                lost.push(format!("{k}: {status} {body:?}"));
+            }
+        }
+        assert!(
+            lost.is_empty(),
+            "{} of {} acknowledged writes do not read back via {http}: {:?}",
+            lost.len(),
+            acked.len(),
+            &lost[..lost.len().min(10)]
+        );
+    }
+
+    let down = ringkv(&["cluster", "down", "--dir", d], Duration::from_secs(25));
+    assert!(down.ok, "cluster down failed: {}", down.stderr);
+    eprintln!(
+        "cluster_grow: {} keys checked, {:?}",
+        acked.len(),
+        started.elapsed()
+    );
+}
