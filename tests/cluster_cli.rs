@@ -7,8 +7,7 @@
 
 mod common;
 
-use common::{bin, free_port, http_client};
-use std::io::Read;
+use common::{free_port, http_client, run_cli, CliRun};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -16,52 +15,11 @@ use std::time::{Duration, Instant};
 
 const NODES: u16 = 3;
 
-/// Output of one `ringkv` CLI run.
-struct Run {
-    ok: bool,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs `ringkv args...` and waits for it, at most `limit`. Node processes that `cluster up`
-/// starts write to their own logs, so the pipes close when the command itself exits.
-fn ringkv(args: &[&str], limit: Duration) -> Run {
-    let mut child = Command::new(bin())
-        .args(args)
-        // Children of `cluster up` inherit this: membership settles in about a second.
-        .env("RINGKV_GOSSIP_INTERVAL_MS", "100")
-        .env("RINGKV_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ringkv");
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let out = drain(Box::new(child.stdout.take().unwrap()));
-    let err = drain(Box::new(child.stderr.take().unwrap()));
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("ringkv {args:?} did not finish within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    Run {
-        ok: status.success(),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-    }
+/// Runs `ringkv args...` and waits for it, at most `limit`.
+fn ringkv(args: &[&str], limit: Duration) -> CliRun {
+    // Children of `cluster up` inherit this: membership settles in about a second.
+    let env = [("RINGKV_GOSSIP_INTERVAL_MS", "100"), ("RINGKV_LOG", "warn")];
+    run_cli(args, &env, limit)
 }
 
 /// A base port P such that P..P+3*NODES are free (below the usual ephemeral range, so outgoing

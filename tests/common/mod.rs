@@ -329,3 +329,51 @@ pub fn sample(text: &str, name: &str) -> Option<u64> {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok())
         .map(|v| v as u64)
 }
+
+/// Output of one `ringkv` CLI run.
+pub struct CliRun {
+    pub ok: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `ringkv args...` with `env` set, to its end, at most `limit` (killed and a panic after
+/// that). Node processes that `cluster up`/`add` start inherit `env` and log to their own
+/// files, so the pipes close when the command itself exits.
+pub fn run_cli(args: &[&str], env: &[(&str, &str)], limit: Duration) -> CliRun {
+    use std::io::Read;
+    let mut child = Command::new(bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ringkv");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let out = drain(Box::new(child.stdout.take().unwrap()));
+    let err = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ringkv {args:?} did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    CliRun {
+        ok: status.success(),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
