@@ -47,6 +47,14 @@ pub enum ClusterCommand {
         r: Option<usize>,
         #[arg(long)]
         w: Option<usize>,
+        /// Spread the nodes over this many data centers, dc1..dcK, round robin (node i in
+        /// dc(i mod K + 1)), each node of a data center on a rack of its own.
+        #[arg(long, default_value_t = 1)]
+        dcs: usize,
+        /// Replicas per data center for every node, e.g. dc1=2,dc2=1 (see `ringkv server
+        /// --replication`).
+        #[arg(long)]
+        replication: Option<String>,
     },
     /// Show the local cluster's processes and the member table of one live node.
     Status {
@@ -61,6 +69,10 @@ pub enum ClusterCommand {
         /// How many nodes to add (they join at the same time).
         #[arg(long, default_value_t = 1)]
         nodes: usize,
+        /// Data center of the new nodes [default: the running one with the fewest nodes, when
+        /// the cluster has data centers].
+        #[arg(long)]
+        dc: Option<String>,
         /// Seconds to follow the joins; past it the nodes keep joining (see `ringkv status`).
         #[arg(long, default_value_t = 600)]
         timeout: u64,
@@ -94,12 +106,28 @@ pub fn run(cmd: ClusterCommand) -> anyhow::Result<()> {
             n,
             r,
             w,
-        } => up(nodes, &dir, base_port, [("--n", n), ("--r", r), ("--w", w)]),
+            dcs,
+            replication,
+        } => {
+            if dcs == 0 || dcs > nodes {
+                bail!("--dcs must be 1 to --nodes ({nodes})");
+            }
+            let mut shared: Vec<String> = [("--n", n), ("--r", r), ("--w", w)]
+                .into_iter()
+                .filter_map(|(flag, v)| Some([flag.to_string(), v?.to_string()]))
+                .flatten()
+                .collect();
+            if let Some(replication) = replication {
+                shared.extend(["--replication".to_string(), replication]);
+            }
+            up(nodes, &dir, base_port, &shared, dcs)
+        }
         ClusterCommand::Add {
             dir,
             nodes,
+            dc,
             timeout,
-        } => add(&dir, nodes, Duration::from_secs(timeout)),
+        } => add(&dir, nodes, dc.as_deref(), Duration::from_secs(timeout)),
         ClusterCommand::Remove { dir, node, timeout } => {
             remove(&dir, node.as_deref(), Duration::from_secs(timeout))
         }
@@ -158,11 +186,13 @@ fn read_state(dir: &Path) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_str(&text)?)
 }
 
+/// Starts `count` nodes with the `shared` server flags, spread over `dcs` data centers.
 fn up(
     count: usize,
     dir: &Path,
     base_port: Option<u16>,
-    quorum: [(&str, Option<usize>); 3],
+    shared: &[String],
+    dcs: usize,
 ) -> anyhow::Result<()> {
     if count == 0 || count > 64 {
         bail!("--nodes must be 1 to 64");
@@ -215,11 +245,11 @@ fn up(
                 &peer,
             ])
             .args(["--node-id", &format!("n{}", i + 1)])
+            .args(shared)
             .env("RINGKV_CLUSTER_SECRET", &secret);
-        for (flag, value) in quorum {
-            if let Some(v) = value {
-                cmd.arg(flag).arg(v.to_string());
-            }
+        if dcs > 1 {
+            cmd.args(["--dc", &format!("dc{}", i % dcs + 1)])
+                .args(["--rack", &format!("rack{}", i / dcs + 1)]);
         }
         if i > 0 {
             cmd.args(["--seeds", &seed]);
@@ -408,6 +438,8 @@ const PER_NODE_FLAGS: &[&str] = &[
     "--peer-addr",
     "--node-id",
     "--seeds",
+    "--dc",
+    "--rack",
 ];
 /// The environment variables of those flags.
 const PER_NODE_ENV: &[&str] = &[
@@ -417,7 +449,57 @@ const PER_NODE_ENV: &[&str] = &[
     "RINGKV_PEER_ADDR",
     "RINGKV_NODE_ID",
     "RINGKV_SEEDS",
+    "RINGKV_DC",
+    "RINGKV_RACK",
 ];
+
+/// The arguments of a running `ringkv server` process after `server`, from /proc.
+fn server_args(pid: u64) -> anyhow::Result<Vec<String>> {
+    let cmdline =
+        std::fs::read(format!("/proc/{pid}/cmdline")).context("cannot read its command line")?;
+    let argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    if argv.get(1).map(String::as_str) != Some("server") {
+        bail!("not a `ringkv server` process");
+    }
+    Ok(argv[2..].to_vec())
+}
+
+/// The value of `--flag value` or `--flag=value` in a node's `server` arguments.
+fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
+    args.iter().enumerate().find_map(|(i, arg)| {
+        if arg == flag {
+            args.get(i + 1).map(String::as_str)
+        } else {
+            arg.strip_prefix(flag)?.strip_prefix('=')
+        }
+    })
+}
+
+/// Where a new node goes: `dc` if given, else, when the running nodes have data centers, the one
+/// with the fewest of them (ties by name); its rack is one the data center does not use yet.
+/// `None` when the cluster has no data centers and none was asked for.
+fn placement(running: &[Vec<String>], dc: Option<&str>) -> Option<(String, String)> {
+    let mut per_dc: std::collections::BTreeMap<&str, usize> = std::collections::BTreeMap::new();
+    for args in running {
+        if let Some(d) = flag_value(args, "--dc") {
+            *per_dc.entry(d).or_default() += 1;
+        }
+    }
+    let dc = match dc {
+        Some(dc) => dc.to_string(),
+        None => per_dc
+            .iter()
+            .min_by_key(|(name, count)| (**count, **name))?
+            .0
+            .to_string(),
+    };
+    let taken = per_dc.get(dc.as_str()).copied().unwrap_or(0);
+    Some((dc, format!("rack{}", taken + 1)))
+}
 
 /// The `server` flags of a node's command line (`argv` without the binary and `server`) that
 /// every node of the cluster shares: everything but [`PER_NODE_FLAGS`] (as `--flag value` or
@@ -459,6 +541,14 @@ fn shared_env(environ: &[u8]) -> Vec<(String, String)> {
 /// and runs in its own process group (a Ctrl-C to the caller does not reach it). Returns once
 /// its HTTP port accepts connections; the child handle is the caller's to reap.
 pub(crate) fn start_node(dir: &Path) -> anyhow::Result<(LocalNode, std::process::Child)> {
+    start_node_in(dir, None)
+}
+
+/// [`start_node`] in data center `dc` (default: see [`placement`]).
+pub(crate) fn start_node_in(
+    dir: &Path,
+    dc: Option<&str>,
+) -> anyhow::Result<(LocalNode, std::process::Child)> {
     use std::os::unix::process::CommandExt as _;
     let mut state = read_state(dir)?;
     let nodes = nodes_of(&state);
@@ -469,20 +559,8 @@ pub(crate) fn start_node(dir: &Path) -> anyhow::Result<(LocalNode, std::process:
             dir.display()
         );
     };
-    let cmdline = std::fs::read(format!("/proc/{}/cmdline", template.pid))
-        .with_context(|| format!("cannot read the command line of {}", template.id))?;
-    let argv: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect();
-    if argv.get(1).map(String::as_str) != Some("server") {
-        bail!(
-            "{} (pid {}) is not a `ringkv server` process",
-            template.id,
-            template.pid
-        );
-    }
+    let template_args = server_args(template.pid)
+        .with_context(|| format!("{} (pid {})", template.id, template.pid))?;
     let environ = std::fs::read(format!("/proc/{}/environ", template.pid))
         .with_context(|| format!("cannot read the environment of {}", template.id))?;
     // The binary the cluster runs; this one if that was replaced on disk since.
@@ -533,7 +611,14 @@ pub(crate) fn start_node(dir: &Path) -> anyhow::Result<(LocalNode, std::process:
         ])
         .args(["--node-id", &id])
         .args(["--seeds", &seeds.join(",")])
-        .args(shared_args(&argv[2..]));
+        .args(shared_args(&template_args));
+    let running: Vec<Vec<String>> = live
+        .iter()
+        .map(|n| server_args(n.pid).unwrap_or_default())
+        .collect();
+    if let Some((dc, rack)) = placement(&running, dc) {
+        cmd.args(["--dc", &dc, "--rack", &rack]);
+    }
     // The cluster's settings, not whatever the caller's environment says.
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("RINGKV_") {
@@ -747,7 +832,7 @@ impl Progress {
 /// every running node as a seed, so they join through the existing ones), prints their
 /// addresses, then follows them until each is `up` in its own view and another member's, i.e.
 /// done streaming its partitions in.
-fn add(dir: &Path, count: usize, timeout: Duration) -> anyhow::Result<()> {
+fn add(dir: &Path, count: usize, dc: Option<&str>, timeout: Duration) -> anyhow::Result<()> {
     if count == 0 || count > 64 {
         bail!("--nodes must be 1 to 64");
     }
@@ -761,7 +846,7 @@ fn add(dir: &Path, count: usize, timeout: Duration) -> anyhow::Result<()> {
     let others: Vec<String> = before.iter().map(|n| n.http_addr.clone()).collect();
     let mut added = Vec::new();
     for _ in 0..count {
-        let (node, _child) = start_node(dir).with_context(|| {
+        let (node, _child) = start_node_in(dir, dc).with_context(|| {
             format!(
                 "started {} of {count} nodes ({}); they keep joining",
                 added.len(),
@@ -1023,6 +1108,32 @@ fn remove(dir: &Path, id: Option<&str>, timeout: Duration) -> anyhow::Result<()>
 #[cfg(test)]
 mod autoscale_helper_tests {
     use super::*;
+
+    #[test]
+    fn new_nodes_go_to_the_data_center_with_the_fewest() {
+        let args = |dc: &str| -> Vec<String> {
+            ["--n", "3", "--dc", dc]
+                .iter()
+                .map(|s| s.to_string())
+                .collect()
+        };
+        let running = vec![args("dc1"), args("dc2"), args("dc1")];
+        assert_eq!(
+            placement(&running, None),
+            Some(("dc2".to_string(), "rack2".to_string()))
+        );
+        assert_eq!(
+            placement(&running, Some("dc1")),
+            Some(("dc1".to_string(), "rack3".to_string()))
+        );
+        assert_eq!(
+            placement(&running, Some("dc3")),
+            Some(("dc3".to_string(), "rack1".to_string()))
+        );
+        let plain = vec![vec!["--n".to_string(), "3".to_string()]];
+        assert_eq!(placement(&plain, None), None);
+        assert_eq!(flag_value(&["--dc=dc2".to_string()], "--dc"), Some("dc2"));
+    }
 
     #[test]
     fn shared_args_drop_what_is_per_node() {

@@ -323,3 +323,112 @@ fn cluster_add_and_remove_grow_to_five_and_back_losing_nothing() {
         started.elapsed()
     );
 }
+
+/// `/v1/cluster` of the node at `http`.
+fn cluster_doc(http: &str) -> serde_json::Value {
+    http_client()
+        .get(format!("http://{http}/v1/cluster"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// `cluster up --dcs 2 --replication ...` spreads the nodes over two data centers (a rack each),
+/// `cluster add` puts a new node in the data center with the fewest, and `local_quorum` works
+/// through a node of either data center.
+#[test]
+fn a_local_cluster_spreads_over_data_centers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("cluster");
+    let d = dir.to_str().unwrap();
+    let _guard = StateGuard {
+        dir: dir.clone(),
+        removed: Vec::new(),
+    };
+    let up = ringkv(
+        &[
+            "cluster",
+            "up",
+            "--nodes",
+            "3",
+            "--dcs",
+            "2",
+            "--replication",
+            "dc1=2,dc2=1",
+            "--dir",
+            d,
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(up.ok, "cluster up failed: {}", up.stderr);
+    let nodes = recorded(&dir);
+    for (_, _, http) in &nodes {
+        wait_members_up(http, 3);
+    }
+    let placement = |http: &str| -> Vec<(String, String, String)> {
+        let doc = cluster_doc(http);
+        assert_eq!(doc["n"], 3, "n is the replication's sum");
+        assert_eq!(doc["replication"], serde_json::json!({"dc1": 2, "dc2": 1}));
+        let mut members: Vec<(String, String, String)> = doc["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+                (s("id"), s("dc"), s("rack"))
+            })
+            .collect();
+        members.sort();
+        members
+    };
+    let owned = |v: &[(&str, &str, &str)]| -> Vec<(String, String, String)> {
+        v.iter()
+            .map(|(a, b, c)| (a.to_string(), b.to_string(), c.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        placement(&nodes[0].2),
+        owned(&[
+            ("n1", "dc1", "rack1"),
+            ("n2", "dc2", "rack1"),
+            ("n3", "dc1", "rack2")
+        ])
+    );
+
+    // dc2 has one node, dc1 two: the new node goes to dc2, on a rack of its own.
+    let add = ringkv(
+        &["cluster", "add", "--dir", d, "--timeout", "60"],
+        Duration::from_secs(75),
+    );
+    assert!(add.ok, "cluster add failed: {}{}", add.stdout, add.stderr);
+    wait_members_up(&nodes[0].2, 4);
+    assert_eq!(
+        placement(&nodes[0].2),
+        owned(&[
+            ("n1", "dc1", "rack1"),
+            ("n2", "dc2", "rack1"),
+            ("n3", "dc1", "rack2"),
+            ("n4", "dc2", "rack2")
+        ])
+    );
+
+    // local_quorum through a node of each data center, read back in the same one.
+    let client = http_client();
+    for (via, key) in [(&nodes[0].2, "east"), (&nodes[1].2, "west")] {
+        let put = client
+            .put(format!("http://{via}/v1/kv/{key}?w=local_quorum"))
+            .body(format!("value-{key}"))
+            .send()
+            .unwrap();
+        assert_eq!(put.status(), 200, "{}", put.text().unwrap());
+        let get = client
+            .get(format!("http://{via}/v1/kv/{key}?r=local_quorum"))
+            .send()
+            .unwrap();
+        assert_eq!(get.status(), 200);
+        assert_eq!(get.text().unwrap(), format!("value-{key}"));
+    }
+    let down = ringkv(&["cluster", "down", "--dir", d], Duration::from_secs(25));
+    assert!(down.ok, "cluster down failed: {}", down.stderr);
+}
