@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{bin, count_up, get_parallel, http_client, run_cli};
+use common::{bin, count_up, get_parallel, http_client, process_running, recorded_nodes, run_cli};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -71,31 +71,6 @@ fn read_json(path: &Path) -> Option<serde_json::Value> {
 }
 
 /// The nodes the cluster's state file records: (id, pid, http address).
-fn recorded(dir: &Path) -> Vec<(String, u64, String)> {
-    read_json(&dir.join("cluster.json"))
-        .and_then(|s| s["nodes"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|n| {
-            Some((
-                n["id"].as_str()?.to_string(),
-                n["pid"].as_u64()?,
-                n["http_addr"].as_str()?.to_string(),
-            ))
-        })
-        .collect()
-}
-
-fn running(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next().map(String::from))
-        })
-        .is_some_and(|state| state != "Z" && state != "X")
-}
-
 fn members(http: &str) -> Option<Vec<serde_json::Value>> {
     let body: serde_json::Value = http_client()
         .get(format!("http://{http}/v1/cluster"))
@@ -155,7 +130,7 @@ fn autoscaler_adds_a_node_under_load_and_removes_it_after() {
         Duration::from_secs(30),
     );
     assert!(ok, "cluster up failed: {out}{err}");
-    let first = recorded(&dir);
+    let first = recorded_nodes(&dir);
     assert_eq!(first.len(), 3, "{first:?}");
     let https: Vec<String> = first.iter().map(|(_, _, h)| h.clone()).collect();
     for h in &https {
@@ -223,7 +198,7 @@ fn autoscaler_adds_a_node_under_load_and_removes_it_after() {
         "a 4th node is added and up",
         Duration::from_secs(25),
         || {
-            let nodes = recorded(&dir);
+            let nodes = recorded_nodes(&dir);
             let new = nodes
                 .iter()
                 .find(|(id, ..)| !first.iter().any(|f| &f.0 == id))?;
@@ -233,7 +208,7 @@ fn autoscaler_adds_a_node_under_load_and_removes_it_after() {
         },
     );
     let scaled_up_at = started.elapsed();
-    assert!(running(new_pid), "{new_id} is not running");
+    assert!(process_running(new_pid), "{new_id} is not running");
     eprintln!("autoscale: {new_id} added and up at {scaled_up_at:?}");
 
     // Stop the load.
@@ -282,9 +257,12 @@ fn autoscaler_adds_a_node_under_load_and_removes_it_after() {
             wait_for(
                 "the 4th node is stopped and forgotten",
                 Duration::from_secs(10),
-                || (recorded(&dir).len() == 3 && !running(new_pid)).then_some(()),
+                || (recorded_nodes(&dir).len() == 3 && !process_running(new_pid)).then_some(()),
             );
-            let remaining: Vec<String> = recorded(&dir).into_iter().map(|(_, _, h)| h).collect();
+            let remaining: Vec<String> = recorded_nodes(&dir)
+                .into_iter()
+                .map(|(_, _, h)| h)
+                .collect();
             assert_eq!(remaining, https, "an original node was removed");
             for h in &remaining {
                 wait_for(
@@ -343,11 +321,14 @@ fn autoscaler_adds_a_node_under_load_and_removes_it_after() {
             }
         }
         Some("refused") if message.contains("404") => {
-            assert!(running(new_pid), "{new_id} was stopped without a handoff");
+            assert!(
+                process_running(new_pid),
+                "{new_id} was stopped without a handoff"
+            );
             let ms = members(&new_http).expect("the 4th node answers");
             let me = ms.iter().find(|m| m["id"] == new_id.as_str()).unwrap();
             assert_eq!(me["status"], "up", "{me}");
-            assert_eq!(recorded(&dir).len(), 4);
+            assert_eq!(recorded_nodes(&dir).len(), 4);
             eprintln!(
                 "\n*** autoscale: scale-down is waiting on the leave endpoint (POST /v1/admin/leave \
                  answered 404); the controller refused and {new_id} keeps running ***\n"
@@ -371,7 +352,9 @@ fn autoscaler_adds_a_node_under_load_and_removes_it_after() {
     );
     assert!(exit.success(), "autoscale exited with {exit}");
     assert_eq!(read_json(&status_file).unwrap()["state"], "stopped");
-    assert!(recorded(&dir).iter().all(|(_, p, _)| running(*p)));
+    assert!(recorded_nodes(&dir)
+        .iter()
+        .all(|(_, p, _)| process_running(*p)));
 
     let (ok, out, err) = ringkv(
         &["cluster", "down", "--dir", &dir_arg],

@@ -3,13 +3,15 @@
 //! member table; a write through node 1 reads back through node 3 (redis-cli and `ringkv get`);
 //! a second `up` over a running cluster is refused; `down` stops every process cleanly (no
 //! SIGKILL needed) and removes the state file. Every wait is bounded; if the test fails midway,
-//! [`StateGuard`] SIGKILLs whatever the state file says was started.
+//! `LocalClusterGuard` SIGKILLs whatever the state file says was started.
 
 mod common;
 
-use common::{free_port, http_client, run_cli, CliRun};
+use common::{
+    free_port, http_client, process_running, recorded_nodes, run_cli, CliRun, LocalClusterGuard,
+};
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -41,57 +43,12 @@ fn free_port_range() -> u16 {
     panic!("no free range of {} loopback ports", 3 * NODES);
 }
 
-/// True while `pid` is a process that has not exited (a zombie waiting for its parent to reap
-/// it has exited).
-fn running(pid: u64) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name: "pid (comm) S ...".
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().next())
-            .is_some_and(|state| state != "Z" && state != "X"),
-        Err(_) => false,
-    }
-}
-
-/// The state file `cluster up` wrote, if any.
-fn state(dir: &Path) -> Option<serde_json::Value> {
-    let text = std::fs::read_to_string(dir.join("cluster.json")).ok()?;
-    serde_json::from_str(&text).ok()
-}
-
 /// The node processes recorded in the state file: (id, pid).
 fn recorded_pids(dir: &Path) -> Vec<(String, u64)> {
-    state(dir)
-        .and_then(|s| s["nodes"].as_array().cloned())
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|n| Some((n["id"].as_str()?.to_string(), n["pid"].as_u64()?)))
+    recorded_nodes(dir)
+        .into_iter()
+        .map(|(id, pid, _)| (id, pid))
         .collect()
-}
-
-/// On drop (a failed assertion included), SIGKILLs every process the state file lists that is
-/// still a ringkv server over this directory: nothing outlives the test, and a reused pid of
-/// some other process is never touched.
-struct StateGuard {
-    dir: PathBuf,
-}
-
-impl Drop for StateGuard {
-    fn drop(&mut self) {
-        let dir = self.dir.to_string_lossy().into_owned();
-        for (id, pid) in recorded_pids(&self.dir) {
-            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&dir))
-                .unwrap_or(false);
-            if ours && running(pid) {
-                eprintln!("cluster_cli: killing leftover node {id} (pid {pid})");
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
 }
 
 /// Waits (bounded) until the node at `http` sees `count` members up and neither down nor
@@ -174,7 +131,7 @@ fn cluster_up_status_write_read_down() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
     let dir_arg = dir.to_str().unwrap();
-    let _guard = StateGuard { dir: dir.clone() };
+    let _guard = LocalClusterGuard::new(&dir);
     let base = free_port_range();
     let resp = |i: u16| base + 3 * i;
     let http = |i: u16| format!("127.0.0.1:{}", base + 3 * i + 1);
@@ -215,9 +172,9 @@ fn cluster_up_status_write_read_down() {
         up.stdout
     );
     let pids = recorded_pids(&dir);
-    assert_eq!(pids.len(), 3, "state file: {:?}", state(&dir));
+    assert_eq!(pids.len(), 3, "state file: {:?}", recorded_nodes(&dir));
     for (id, pid) in &pids {
-        assert!(running(*pid), "{id} (pid {pid}) is not running");
+        assert!(process_running(*pid), "{id} (pid {pid}) is not running");
         assert!(
             dir.join(format!("node-{}", &id[1..])).join("data").is_dir(),
             "{id} has no data directory"
@@ -299,7 +256,10 @@ fn cluster_up_status_write_read_down() {
         down.stderr
     );
     for (id, pid) in &pids {
-        assert!(!running(*pid), "{id} (pid {pid}) still runs after down");
+        assert!(
+            !process_running(*pid),
+            "{id} (pid {pid}) still runs after down"
+        );
     }
     assert!(
         !dir.join("cluster.json").exists(),

@@ -10,11 +10,11 @@
 
 mod common;
 
-use common::{get_parallel, http_client, run_cli, CliRun};
+use common::{
+    get_parallel, http_client, process_running, recorded_nodes, run_cli, CliRun, LocalClusterGuard,
+};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -40,63 +40,6 @@ fn ringkv(args: &[&str], limit: Duration) -> CliRun {
     let run = run_cli(args, &env, limit);
     eprintln!("$ ringkv {}\n{}{}", args.join(" "), run.stdout, run.stderr);
     run
-}
-
-/// The nodes the state file records: (id, pid, http address).
-fn recorded(dir: &Path) -> Vec<(String, u64, String)> {
-    let Ok(text) = std::fs::read_to_string(dir.join("cluster.json")) else {
-        return Vec::new();
-    };
-    let state: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
-    state["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|n| {
-            Some((
-                n["id"].as_str()?.to_string(),
-                n["pid"].as_u64()?,
-                n["http_addr"].as_str()?.to_string(),
-            ))
-        })
-        .collect()
-}
-
-/// True while `pid` has not exited (a zombie has).
-fn running(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let (_, rest) = stat.rsplit_once(')')?;
-            Some(!matches!(rest.split_whitespace().next(), Some("Z" | "X")))
-        })
-        .unwrap_or(false)
-}
-
-/// On drop, SIGKILLs every process the state file lists that still runs over this directory
-/// (a reused pid of another process is never touched). Nodes removed from the state file were
-/// stopped by `cluster remove`; `removed` lists them in case the test failed in between.
-struct StateGuard {
-    dir: PathBuf,
-    removed: Vec<u64>,
-}
-
-impl Drop for StateGuard {
-    fn drop(&mut self) {
-        let dir = self.dir.to_string_lossy().into_owned();
-        let pids = recorded(&self.dir).into_iter().map(|(_, pid, _)| pid);
-        for pid in pids.chain(self.removed.iter().copied()) {
-            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
-                .map(|c| String::from_utf8_lossy(&c).contains(&dir))
-                .unwrap_or(false);
-            if ours && running(pid) {
-                eprintln!("cluster_grow: killing leftover node (pid {pid})");
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
 }
 
 /// `/v1/cluster` members of the node at `http` that are up, neither down nor suspected.
@@ -155,17 +98,14 @@ fn cluster_add_and_remove_grow_to_five_and_back_losing_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
     let d = dir.to_str().unwrap();
-    let mut guard = StateGuard {
-        dir: dir.clone(),
-        removed: Vec::new(),
-    };
+    let mut guard = LocalClusterGuard::new(&dir);
 
     let up = ringkv(
         &["cluster", "up", "--nodes", "3", "--dir", d],
         Duration::from_secs(30),
     );
     assert!(up.ok, "cluster up failed: {}", up.stderr);
-    let first = recorded(&dir);
+    let first = recorded_nodes(&dir);
     assert_eq!(first.len(), 3, "{first:?}");
     for (_, _, http) in &first {
         wait_members_up(http, 3);
@@ -221,11 +161,11 @@ fn cluster_add_and_remove_grow_to_five_and_back_losing_nothing() {
         Duration::from_secs(75),
     );
     assert!(add.ok, "cluster add failed: {}{}", add.stdout, add.stderr);
-    let grown = recorded(&dir);
+    let grown = recorded_nodes(&dir);
     let ids: Vec<&str> = grown.iter().map(|(id, _, _)| id.as_str()).collect();
     assert_eq!(ids, ["n1", "n2", "n3", "n4", "n5"], "{grown:?}");
     for (id, pid, http) in &grown[3..] {
-        assert!(running(*pid), "{id} does not run");
+        assert!(process_running(*pid), "{id} does not run");
         assert!(
             add.stdout.contains(&format!("{id} is up")),
             "{}",
@@ -249,13 +189,19 @@ fn cluster_add_and_remove_grow_to_five_and_back_losing_nothing() {
             "{}",
             rm.stdout
         );
-        assert!(!running(pid), "{id} still runs after cluster remove");
         assert!(
-            !recorded(&dir).iter().any(|(i, _, _)| *i == id),
+            !process_running(pid),
+            "{id} still runs after cluster remove"
+        );
+        assert!(
+            !recorded_nodes(&dir).iter().any(|(i, _, _)| *i == id),
             "{id} is still in the state file"
         );
     }
-    let left: Vec<String> = recorded(&dir).into_iter().map(|(id, _, _)| id).collect();
+    let left: Vec<String> = recorded_nodes(&dir)
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect();
     assert_eq!(left, ["n1", "n2", "n3"]);
 
     // Below N=3 is refused, and nothing is stopped.
@@ -274,11 +220,11 @@ fn cluster_add_and_remove_grow_to_five_and_back_losing_nothing() {
         refused.stderr
     );
     assert_eq!(
-        recorded(&dir),
+        recorded_nodes(&dir),
         first,
         "the refused remove changed the cluster"
     );
-    assert!(first.iter().all(|(_, pid, _)| running(*pid)));
+    assert!(first.iter().all(|(_, pid, _)| process_running(*pid)));
 
     stop.store(true, Ordering::Relaxed);
     let (live, errors) = writer.join().unwrap();
@@ -342,10 +288,7 @@ fn a_local_cluster_spreads_over_data_centers() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("cluster");
     let d = dir.to_str().unwrap();
-    let _guard = StateGuard {
-        dir: dir.clone(),
-        removed: Vec::new(),
-    };
+    let _guard = LocalClusterGuard::new(&dir);
     let up = ringkv(
         &[
             "cluster",
@@ -362,7 +305,7 @@ fn a_local_cluster_spreads_over_data_centers() {
         Duration::from_secs(30),
     );
     assert!(up.ok, "cluster up failed: {}", up.stderr);
-    let nodes = recorded(&dir);
+    let nodes = recorded_nodes(&dir);
     for (_, _, http) in &nodes {
         wait_members_up(http, 3);
     }

@@ -377,3 +377,72 @@ pub fn run_cli(args: &[&str], env: &[(&str, &str)], limit: Duration) -> CliRun {
         stderr: err.join().unwrap(),
     }
 }
+
+/// True while `pid` is a process that has not exited (a zombie waiting for its parent to reap it
+/// has exited).
+pub fn process_running(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            // The state follows the parenthesised command name: "pid (comm) S ...".
+            let (_, rest) = stat.rsplit_once(')')?;
+            Some(!matches!(rest.split_whitespace().next(), Some("Z" | "X")))
+        })
+        .unwrap_or(false)
+}
+
+/// The nodes the state file of a `ringkv cluster up` directory records: (id, pid, http address).
+pub fn recorded_nodes(dir: &Path) -> Vec<(String, u64, String)> {
+    let Ok(text) = std::fs::read_to_string(dir.join("cluster.json")) else {
+        return Vec::new();
+    };
+    let state: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    state["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| {
+            Some((
+                n["id"].as_str()?.to_string(),
+                n["pid"].as_u64()?,
+                n["http_addr"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+/// On drop (a failed assertion included), SIGKILLs every process the state file in `dir` lists,
+/// and every pid in `removed` (nodes a test took out of the state file), that still runs and whose
+/// command line names `dir`: nothing outlives the test, and a reused pid of some other process is
+/// never touched.
+pub struct LocalClusterGuard {
+    pub dir: PathBuf,
+    pub removed: Vec<u64>,
+}
+
+impl LocalClusterGuard {
+    pub fn new(dir: &Path) -> LocalClusterGuard {
+        LocalClusterGuard {
+            dir: dir.to_path_buf(),
+            removed: Vec::new(),
+        }
+    }
+}
+
+impl Drop for LocalClusterGuard {
+    fn drop(&mut self) {
+        let dir = self.dir.to_string_lossy().into_owned();
+        let pids = recorded_nodes(&self.dir).into_iter().map(|(_, pid, _)| pid);
+        for pid in pids.chain(self.removed.iter().copied()) {
+            let ours = std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&dir))
+                .unwrap_or(false);
+            if ours && process_running(pid) {
+                eprintln!("killing leftover node (pid {pid})");
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
