@@ -22,12 +22,10 @@
 # curl, flock, cargo; perf for PROFILE=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
-exec 9>/tmp/ringkv-bench.lock
-if ! flock -n 9; then
-    echo "bench: another benchmark holds /tmp/ringkv-bench.lock; waiting" >&2
-    flock 9
-fi
+bench_lock
 
 REQUESTS=${REQUESTS:-200000}
 CLIENTS=${CLIENTS:-50}
@@ -39,9 +37,7 @@ REDIS_PORT=${REDIS_PORT:-16379}
 RCLUSTER_PORT=${RCLUSTER_PORT:-16381}   # three masters: P, P+1, P+2 (bus ports +10000)
 RINGKV_PORT=${RINGKV_PORT:-17400}       # node i: RESP P+3i, HTTP P+3i+1, peer P+3i+2
 
-for tool in redis-server redis-cli redis-benchmark python3 curl flock; do
-    command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 2; }
-done
+require_tools redis-server redis-cli redis-benchmark python3 curl flock
 if [ "$PROFILE" = 1 ]; then
     command -v perf >/dev/null || { echo "bench: PROFILE=1 needs perf" >&2; exit 2; }
 fi
@@ -63,15 +59,6 @@ port_free() {  # port: fail if something already listens there (it would be meas
         echo "bench: port $1 is already in use; set the *_PORT variables" >&2
         exit 1
     fi
-}
-
-wait_port() {  # port
-    for _ in $(seq 1 200); do
-        redis-cli -p "$1" PING >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    echo "bench: nothing answers on port $1" >&2
-    exit 1
 }
 
 stop() {  # pid...

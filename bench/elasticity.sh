@@ -32,12 +32,10 @@
 # curl, flock, cargo (unless RINGKV_BIN is set). Takes the benchmark lock /tmp/ringkv-bench.lock.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
-exec 9>/tmp/ringkv-bench.lock
-if ! flock -n 9; then
-    echo "bench: another benchmark holds /tmp/ringkv-bench.lock; waiting" >&2
-    flock 9
-fi
+bench_lock
 
 KEYS=${KEYS:-100000}
 VALUE_SIZE=${VALUE_SIZE:-1024}
@@ -46,9 +44,7 @@ REQUESTS=${REQUESTS:-20000}
 REDIS_PORT=${REDIS_PORT:-16379}
 N=3
 
-for tool in redis-server redis-cli redis-benchmark python3 curl flock; do
-    command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 2; }
-done
+require_tools redis-server redis-cli redis-benchmark python3 curl flock
 
 echo "load before: $(uptime)"
 if [ -n "${RINGKV_BIN:-}" ]; then
@@ -81,15 +77,6 @@ port_free() {  # port
         echo "bench: port $1 is already in use; set REDIS_PORT" >&2
         exit 1
     fi
-}
-
-wait_port() {  # port
-    for _ in $(seq 1 200); do
-        redis-cli -p "$1" PING >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    echo "bench: nothing answers on port $1" >&2
-    exit 1
 }
 
 # The data set as RESP SETs on stdout: KEYS keys in redis-benchmark's key format (so its -r KEYS

@@ -11,6 +11,8 @@
 # Needs: redis-server, redis-benchmark (Debian redis-server, redis-tools), python3, cargo.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 REQUESTS=${REQUESTS:-200000}
 CLIENTS=${CLIENTS:-50}
@@ -20,9 +22,7 @@ REDIS_PORT=${REDIS_PORT:-16379}
 RINGKV_RESP=${RINGKV_RESP:-17379}
 RINGKV_HTTP=${RINGKV_HTTP:-17380}
 
-for tool in redis-server redis-benchmark python3; do
-    command -v "$tool" >/dev/null || { echo "bench: $tool is required" >&2; exit 2; }
-done
+require_tools redis-server redis-benchmark python3
 
 cargo build --release --quiet
 BIN=target/release/ringkv
@@ -34,15 +34,6 @@ cleanup() {
     rm -rf "$WORK"
 }
 trap cleanup EXIT
-
-wait_port() {  # port
-    for _ in $(seq 1 200); do
-        redis-cli -p "$1" PING >/dev/null 2>&1 && return 0
-        sleep 0.05
-    done
-    echo "bench: nothing answers on port $1" >&2
-    exit 1
-}
 
 # bench PORT PIPELINE TESTS -> CSV lines "test,rps,avg,min,p50,p95,p99,max" (quotes stripped)
 bench() {
