@@ -6,12 +6,13 @@
 //! The history test runs every history twice, with purges and on a twin that never purges, and
 //! compares what readers would see after every step. It finds a counterexample within a few
 //! hundred cases if purging skips `all_hold` (a deleted value comes back) or if a replica
-//! writes without the floor of `floored_context` after a purge (a new value is lost to a dot
-//! reused from the purged history).
+//! writes without `reserve_dots` after a purge (a new value is lost to a dot reused from the
+//! purged history), also when it applies the floor only to keys it holds no record of (found in
+//! CI: a replica that purged, then received another replica's newer version, reused a dot).
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use ringkv_core::tombstone::{all_hold, floored_context, may_purge, purge_candidate};
+use ringkv_core::tombstone::{all_hold, may_purge, purge_candidate, reserve_dots};
 use ringkv_core::{Context, NodeId, SiblingSet, VersionVector};
 use std::collections::BTreeSet;
 
@@ -102,25 +103,17 @@ impl Model {
         }
     }
 
-    /// The write path of a replica, as `Replica::apply_write` does it: a key it holds no record
-    /// of is written over the floored context.
+    /// The write path of a replica, as `Replica::apply_write` does it: every write first
+    /// reserves the dots under the replica's floor.
     fn write(&mut self, through: usize, context: Option<Context>, value: Option<Bytes>) {
         let me = node(through);
         let now = self.now;
         let set = &mut self.replicas[through];
-        if set.versions().is_empty() {
-            let ctx = floored_context(
-                &context.unwrap_or_else(Context::empty),
-                &me,
-                self.floors[through],
-            );
-            set.write(&me, &ctx, value, now);
-        } else {
-            match context {
-                Some(ctx) => set.write(&me, &ctx, value, now),
-                None => set.overwrite(&me, value, now),
-            };
-        }
+        reserve_dots(set, &me, self.floors[through], now);
+        match context {
+            Some(ctx) => set.write(&me, &ctx, value, now),
+            None => set.overwrite(&me, value, now),
+        };
     }
 
     fn apply(&mut self, step: &Step, t: usize) {
@@ -177,6 +170,64 @@ impl Model {
     }
 }
 
+/// Runs a history on the purging model and on its never-purging twin, comparing what readers
+/// see after every step and after a final heal.
+fn check_history(steps: &[Step]) -> Result<(), TestCaseError> {
+    let mut real = Model::new(true);
+    let mut ideal = Model::new(false);
+    for (t, s) in steps.iter().enumerate() {
+        real.apply(s, t);
+        ideal.apply(s, t);
+        prop_assert_eq!(
+            live_values(&real.replicas),
+            live_values(&ideal.replicas),
+            "step {} ({:?}), after {} purges: readers see a different key than without purging",
+            t,
+            s,
+            real.purges
+        );
+    }
+    real.heal();
+    ideal.heal();
+    prop_assert_eq!(live_values(&real.replicas), live_values(&ideal.replicas));
+    for i in 1..REPLICAS {
+        prop_assert_eq!(
+            live_values(&real.replicas[i..=i]),
+            live_values(&real.replicas[..1]),
+            "replicas converge"
+        );
+    }
+    Ok(())
+}
+
+/// The history CI's proptest run found: replica 2 purges and takes a fresh write, replica 0
+/// purges, receives replica 2's version, and coordinates a write over it; with the floor applied
+/// only to keys without a record, that write reused the purged dot (n0, 1), and a client that had
+/// read the old tombstone on replica 1 then superseded it unseen.
+#[test]
+fn a_replica_that_purged_and_then_received_a_newer_version_reuses_no_dot() {
+    use Step::*;
+    let write = |read_from, through, blind, delete| Write {
+        read_from,
+        through,
+        blind,
+        delete,
+    };
+    let steps = [
+        write(0, 0, false, true),
+        Heal,
+        Tick(4),
+        Check { from: 0 },
+        Apply { to: 2 },
+        write(0, 2, true, false),
+        Apply { to: 0 },
+        Sync { from: 2, to: 0 },
+        write(0, 0, false, false),
+        write(1, 0, false, false),
+    ];
+    check_history(&steps).unwrap();
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1024))]
 
@@ -186,28 +237,7 @@ proptest! {
     fn purge_by_the_rule_never_resurrects_nor_loses(
         steps in prop::collection::vec(step(), 1..100)
     ) {
-        let mut real = Model::new(true);
-        let mut ideal = Model::new(false);
-        for (t, s) in steps.iter().enumerate() {
-            real.apply(s, t);
-            ideal.apply(s, t);
-            prop_assert_eq!(
-                live_values(&real.replicas),
-                live_values(&ideal.replicas),
-                "step {} ({:?}), after {} purges: readers see a different key than without purging",
-                t, s, real.purges
-            );
-        }
-        real.heal();
-        ideal.heal();
-        prop_assert_eq!(live_values(&real.replicas), live_values(&ideal.replicas));
-        for i in 1..REPLICAS {
-            prop_assert_eq!(
-                live_values(&real.replicas[i..=i]),
-                live_values(&real.replicas[..1]),
-                "replicas converge"
-            );
-        }
+        check_history(&steps)?;
     }
 
     /// The three decisions on arbitrary sets: a candidate is a non-empty all-tombstone set

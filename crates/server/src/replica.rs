@@ -11,9 +11,9 @@
 //!
 //! Tombstone purge ([`Replica::purge`], driven by `cluster::tombstones`) deletes a key's record
 //! under the same stripe lock and tree update as a write, and raises the partition's *write
-//! floor* (kept in `meta`): a key this node holds no record of is written over
-//! `ringkv_core::tombstone::floored_context`, so a dot used by a purged history is never issued
-//! again (see that module for the lost write it prevents).
+//! floor* (kept in `meta`): every write of a key in that partition first raises the key's clock
+//! entry for this node to it (`ringkv_core::tombstone::reserve_dots`), so a dot used by a purged
+//! history is never issued again (see that module for the lost write it prevents).
 
 use crate::error::NodeError;
 use crate::row_cache::RowCache;
@@ -21,7 +21,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 use ringkv_core::anti_entropy::{value_digest, MerkleTree};
 use ringkv_core::keys::{data_key, partition_range, split_data_key};
-use ringkv_core::tombstone::{floored_context, may_purge, purge_candidate};
+use ringkv_core::tombstone::{may_purge, purge_candidate, reserve_dots};
 use ringkv_core::{Context, KeyHash, Limits, NodeId, PartitionId, SiblingSet, VersionVector};
 use ringkv_storage::{Keyspace, StorageError, Store, WriteBatch};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -159,23 +159,16 @@ impl Replica {
                         work.len() - 1
                     }
                 };
-                let floor = match split_data_key(&work[slot].0) {
-                    Some((p, _, _)) if work[slot].2.versions().is_empty() => self.purge_floor(p),
-                    _ => 0,
-                };
+                let floor =
+                    split_data_key(&work[slot].0).map_or(0, |(p, _, _)| self.purge_floor(p));
                 let set = &mut work[slot].2;
-                if floor > 0 {
-                    // No record, and tombstones were purged in this partition: write above
-                    // every dot this node issued there (`floored_context`).
-                    let context = op.context.clone().unwrap_or_else(Context::empty);
-                    let context = floored_context(&context, &self.node_id, floor);
-                    set.write(&self.node_id, &context, op.value.clone(), now);
-                } else {
-                    match &op.context {
-                        Some(context) => set.write(&self.node_id, context, op.value.clone(), now),
-                        None => set.overwrite(&self.node_id, op.value.clone(), now),
-                    };
-                }
+                // Tombstones were purged in this partition: write above every dot this node
+                // issued there, whatever the key's set holds now (`reserve_dots`).
+                reserve_dots(set, &self.node_id, floor, now);
+                match &op.context {
+                    Some(context) => set.write(&self.node_id, context, op.value.clone(), now),
+                    None => set.overwrite(&self.node_id, op.value.clone(), now),
+                };
                 set.prune(self.limits.max_clock_entries);
                 let siblings = set.versions().len();
                 if siblings > self.limits.max_siblings {

@@ -124,6 +124,16 @@ impl SiblingSet {
         dot
     }
 
+    /// Marks `node`'s counters up to `floor` as used on this key, so the next dot `node` issues
+    /// here is above them. The versions are untouched (nothing is superseded); only what this
+    /// set's clock says of `node` rises. For the tombstone purge's dot floor (see
+    /// [`crate::tombstone::reserve_dots`]).
+    pub fn reserve_dots(&mut self, node: &NodeId, floor: u64, now_ms: u64) {
+        if floor > self.clock.get(node) {
+            self.clock.witness(node, floor, now_ms);
+        }
+    }
+
     /// A blind write (no client context, e.g. Redis `SET`): exactly `write` with this set's own
     /// clock as the context, so it supersedes every version here, without building that context.
     pub fn overwrite(&mut self, node: &NodeId, value: Option<Bytes>, now_ms: u64) -> Dot {

@@ -33,17 +33,23 @@
 //!   peer had not purged yet) is harmless: the tombstone reads as missing, and it is purged again
 //!   once every replica holds it once more. It is harmless *because of the next rule*.
 //!
-//! # Dots are never reused: [`floored_context`]
+//! # Dots are never reused: [`reserve_dots`]
 //! A purge forgets the key's clock, so a node writing the key afresh would start its counter at 1
 //! again and issue dots the purged history already used. Any copy of that history still alive
 //! (a tombstone re-sent by anti-entropy before every replica purged, a replica whose purge was
 //! lost in a crash or refused because a write raced it) has a clock that *covers* the new dot,
 //! so merging with it drops the new version: an acknowledged write lost (Riak's "kv679"). So a
 //! node that purges remembers the largest counter of its own the purged clocks held (per
-//! partition), and when it writes a key it holds no record of, it writes over
-//! [`floored_context`]: its new dot is above everything it ever issued for a purged key. The
-//! raised entry only covers this node's own earlier dots, which for a key it holds no record of
-//! were all superseded by a purged tombstone, so it supersedes nothing live.
+//! partition), and before *every* write of a key in that partition it applies [`reserve_dots`]:
+//! the set's clock entry for this node rises to that floor, so the new dot is above everything it
+//! ever issued for a purged key. Not only for keys it holds no record of: after its purge the
+//! node may receive another replica's newer version of the key (written over a context that
+//! never saw the purged history), and that set's clock knows nothing of its old dots either
+//! (found by `tests/tombstone_laws.rs`). Only the set's clock rises, never the write's context,
+//! so nothing is superseded that the client did not see: a live version of this node's own with
+//! a counter under the floor (the floor is per partition, not per key) stays a sibling, and
+//! it cannot be one this set lacks, because a node records every dot it issues before anyone
+//! else can hold it.
 //!
 //! IMPLEMENTATION CAVEATS: the rule covers the key's *preference list*. A copy of an old value
 //! held by a node outside it (a sloppy-quorum stand-in's own copy of a hinted write, or a former
@@ -52,7 +58,7 @@
 //! after a purge. Dropping stand-in copies once their hints are delivered, and streaming on
 //! ring changes, close that gap.
 
-use super::{Context, SiblingSet, VersionVector};
+use super::{SiblingSet, VersionVector};
 use crate::NodeId;
 
 /// True when `set` is non-empty, holds only tombstones, and its newest version's `timestamp_ms`
@@ -99,23 +105,18 @@ pub fn may_purge(local: &SiblingSet, purge_clock: &VersionVector) -> bool {
     !local.versions().is_empty() && local.is_deleted() && purge_clock.descends(local.clock())
 }
 
-/// The context `node` must write a key it holds no record of with, once it has purged tombstones
-/// in the key's partition: `context` with `node`'s own entry raised to at least `floor` (the
-/// largest counter of `node`'s that any tombstone it purged there held), so the new version's
-/// dot is above every dot `node` issued for a purged key (see the module doc). A `floor` of 0
-/// returns `context` unchanged.
-pub fn floored_context(context: &Context, node: &NodeId, floor: u64) -> Context {
-    if floor <= context.clock().get(node) {
-        return context.clone();
-    }
-    let mut clock = context.clock().clone();
-    clock.witness(node, floor, 0);
-    Context::from_clock(&clock)
+/// Before `node` writes a key of a partition where it purged tombstones: raise what `set` has
+/// seen of `node` to `floor` (the largest counter of `node`'s that any tombstone it purged there
+/// held), so the write's dot is above every dot `node` issued for a purged key (see the module
+/// doc). A `floor` of 0, or one the set has already passed, changes nothing.
+pub fn reserve_dots(set: &mut SiblingSet, node: &NodeId, floor: u64, now_ms: u64) {
+    set.reserve_dots(node, floor, now_ms);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Context;
     use bytes::Bytes;
 
     fn n(s: &str) -> NodeId {
@@ -230,18 +231,46 @@ mod tests {
         // With it: the new value survives the merge, beside the old tombstone.
         let floor = t.clock().get(&a);
         let mut fresh = SiblingSet::new();
-        fresh.write(
-            &a,
-            &floored_context(&Context::empty(), &a, floor),
-            Some(Bytes::from("new")),
-            9,
-        );
+        reserve_dots(&mut fresh, &a, floor, 9);
+        fresh.write(&a, &Context::empty(), Some(Bytes::from("new")), 9);
         let mut merged = t.clone();
         merged.merge(&fresh);
         assert_eq!(merged.winner().unwrap().value.as_deref(), Some(&b"new"[..]));
-        // A context already past the floor is kept as it is.
-        let ctx = t.context();
-        assert_eq!(floored_context(&ctx, &a, 1), ctx);
-        assert_eq!(floored_context(&ctx, &a, 0), ctx);
+        // A set already past the floor is left as it is.
+        let before = t.clone();
+        let mut same = t.clone();
+        reserve_dots(&mut same, &a, 1, 99);
+        reserve_dots(&mut same, &a, 0, 99);
+        assert_eq!(same, before);
+    }
+
+    /// The case the history test found: after its purge, a node receives another replica's newer
+    /// version (whose clock never saw the purged history) and then coordinates a write. Its dot
+    /// must still be above the floor, and the received version must stay a sibling.
+    #[test]
+    fn a_write_over_a_received_version_is_above_the_floor_too() {
+        let t = deleted_at(1);
+        let (a, b) = (n("a"), n("b"));
+        let floor = t.clock().get(&a);
+        // On b, after b purged: a fresh value.
+        let mut on_b = SiblingSet::new();
+        on_b.write(&b, &Context::empty(), Some(Bytes::from("from-b")), 10);
+        // a purged too, then received b's set; a client that read only b's value writes via a.
+        let mut on_a = on_b.clone();
+        reserve_dots(&mut on_a, &a, floor, 11);
+        let dot = on_a.write(&a, &on_b.context(), Some(Bytes::from("from-a")), 11);
+        assert!(dot.counter > floor, "{dot:?} reuses a purged dot");
+        // A stale copy of the purged tombstone cannot swallow the new value.
+        let mut merged = t.clone();
+        merged.merge(&on_a);
+        assert_eq!(
+            merged.winner().unwrap().value.as_deref(),
+            Some(&b"from-a"[..])
+        );
+        // A concurrent version the client did not see is kept beside it.
+        let mut on_a = on_b.clone();
+        reserve_dots(&mut on_a, &a, floor, 11);
+        on_a.write(&a, &Context::empty(), Some(Bytes::from("blind")), 11);
+        assert_eq!(on_a.live().count(), 2);
     }
 }
