@@ -186,6 +186,32 @@ fn read_state(dir: &Path) -> anyhow::Result<serde_json::Value> {
     Ok(serde_json::from_str(&text)?)
 }
 
+/// The `ringkv server` command of one local node: its data directory under `node_dir`, its
+/// id and its three listeners (RESP, HTTP, peer); and the log file it writes to there.
+fn node_command(
+    exe: &Path,
+    node_dir: &Path,
+    id: &str,
+    [resp, http, peer]: [&str; 3],
+) -> anyhow::Result<(Command, std::fs::File)> {
+    std::fs::create_dir_all(node_dir)?;
+    let log = std::fs::File::create(node_dir.join("ringkv.log"))?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(node_dir.join("data"))
+        .args([
+            "--resp-addr",
+            resp,
+            "--http-addr",
+            http,
+            "--peer-addr",
+            peer,
+        ])
+        .args(["--node-id", id]);
+    Ok((cmd, log))
+}
+
 /// Starts `count` nodes with the `shared` server flags, spread over `dcs` data centers.
 fn up(
     count: usize,
@@ -230,23 +256,13 @@ fn up(
             format!("127.0.0.1:{}", port(2)?),
         );
         let node_dir = dir.join(format!("node-{}", i + 1));
-        std::fs::create_dir_all(&node_dir)?;
-        let log = std::fs::File::create(node_dir.join("ringkv.log"))?;
-        let mut cmd = Command::new(&exe);
-        cmd.arg("server")
-            .arg("--data-dir")
-            .arg(node_dir.join("data"))
-            .args([
-                "--resp-addr",
-                &resp,
-                "--http-addr",
-                &http,
-                "--peer-addr",
-                &peer,
-            ])
-            .args(["--node-id", &format!("n{}", i + 1)])
-            .args(shared)
-            .env("RINGKV_CLUSTER_SECRET", &secret);
+        let (mut cmd, log) = node_command(
+            &exe,
+            &node_dir,
+            &format!("n{}", i + 1),
+            [&resp, &http, &peer],
+        )?;
+        cmd.args(shared).env("RINGKV_CLUSTER_SECRET", &secret);
         if dcs > 1 {
             cmd.args(["--dc", &format!("dc{}", i % dcs + 1)])
                 .args(["--rack", &format!("rack{}", i / dcs + 1)]);
@@ -595,22 +611,8 @@ pub(crate) fn start_node_in(
     );
     let seeds: Vec<&str> = live.iter().map(|n| n.peer_addr.as_str()).collect();
     let node_dir = dir.join(format!("node-{index}"));
-    std::fs::create_dir_all(&node_dir)?;
-    let log = std::fs::File::create(node_dir.join("ringkv.log"))?;
-    let mut cmd = Command::new(&exe);
-    cmd.arg("server")
-        .arg("--data-dir")
-        .arg(node_dir.join("data"))
-        .args([
-            "--resp-addr",
-            &resp,
-            "--http-addr",
-            &http,
-            "--peer-addr",
-            &peer,
-        ])
-        .args(["--node-id", &id])
-        .args(["--seeds", &seeds.join(",")])
+    let (mut cmd, log) = node_command(&exe, &node_dir, &id, [&resp, &http, &peer])?;
+    cmd.args(["--seeds", &seeds.join(",")])
         .args(shared_args(&template_args));
     let running: Vec<Vec<String>> = live
         .iter()
